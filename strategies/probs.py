@@ -1,0 +1,79 @@
+"""Shared pure functions on distributions: logits processing, sampling, the accept/reject rule.
+
+Notation (../shared/STRATEGIES.md): p = target distribution, q = draft distribution.
+All functions take float32 logits/probabilities on the last dimension.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def process(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+            min_p: float = 0.0) -> torch.Tensor:
+    """Logits -> probabilities after temperature, top-k, top-p (nucleus) and min-p truncation.
+
+    temperature == 0 gives the one-hot argmax (greedy). Truncations apply in the order
+    temperature -> top-k -> top-p -> min-p, each keeping at least the top token.
+    """
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(torch.float32)
+    x = logits / temperature
+    if top_k and top_k < x.shape[-1]:
+        kth = torch.topk(x, top_k, dim=-1).values[..., -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    probs = torch.softmax(x, dim=-1)
+    if top_p < 1.0:
+        sp, si = torch.sort(probs, dim=-1, descending=True)
+        before = torch.cumsum(sp, dim=-1) - sp  # mass strictly above each token
+        drop = before >= top_p
+        drop[..., 0] = False
+        probs = probs.masked_fill(torch.zeros_like(drop).scatter(-1, si, drop), 0.0)
+    if min_p > 0.0:
+        thresh = min_p * probs.max(dim=-1, keepdim=True).values
+        probs = probs.masked_fill(probs < thresh, 0.0)
+    return probs / probs.sum(dim=-1, keepdim=True)
+
+
+def sample(probs: torch.Tensor, rng: torch.Generator) -> int:
+    """One draw from a probability vector [V] (argmax-exact for one-hot inputs)."""
+    return int(torch.multinomial(probs, 1, generator=rng).item())
+
+
+def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """norm(max(0, p - q)); falls back to p where p <= q everywhere (cannot happen after a rejection)."""
+    r = torch.clamp(p - q, min=0.0)
+    s = r.sum()
+    return r / s if s > 0 else p
+
+
+def accept_draft(p: torch.Tensor, q: torch.Tensor, x: int, rng: torch.Generator) -> bool:
+    """The speculative sampling rule: accept draft token x ~ q with probability min(1, p(x)/q(x))."""
+    px, qx = float(p[x]), float(q[x])
+    if qx <= 0.0:
+        return False
+    u = float(torch.rand((), generator=rng))
+    return u * qx < px  # u < p/q without dividing; p >= q always accepts since u < 1
+
+
+def verify_chain(p: torch.Tensor, q: torch.Tensor | None, drafts: list[int], rng: torch.Generator,
+                 greedy: bool) -> tuple[int, int]:
+    """Verify a chain of drafts against target probabilities.
+
+    p: [K+1, V] target probabilities at each draft position and the bonus position.
+    q: [K, V] draft probabilities (None = drafts were deterministic: q is a point mass).
+    Returns (n_accepted, next_token): the first n drafts are kept, then next_token (a
+    correction sampled from the residual, or the bonus token when all K were accepted).
+    """
+    k = len(drafts)
+    for i, x in enumerate(drafts):
+        if greedy:
+            nxt = int(p[i].argmax())
+            if nxt != x:
+                return i, nxt
+            continue
+        qi = q[i] if q is not None else torch.nn.functional.one_hot(torch.tensor(x), p.shape[-1]).float()
+        if accept_draft(p[i], qi, x, rng):
+            continue
+        return i, sample(residual(p[i], qi), rng)
+    return k, (int(p[k].argmax()) if greedy else sample(p[k], rng))

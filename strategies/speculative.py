@@ -1,0 +1,54 @@
+"""Speculative decoding with a draft model (SpS): Leviathan et al. 2023; Chen et al. 2023.
+
+Each step: (1) the draft q proposes K tokens autoregressively; (2) the target p scores all
+K + 1 positions in ONE forward; (3) draft x is accepted with probability min(1, p(x)/q(x)),
+the first rejection resamples from norm(max(0, p - q)); all accepted -> a bonus token from p.
+At temperature 0 this is exactly greedy decoding of the target. ../shared/STRATEGIES.md §A.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.errors import ConfigError
+from strategies.base import Strategy
+
+
+class Speculative(Strategy):
+    name = "speculative"
+    needs = frozenset({"rollback"})
+
+    def __init__(self, draft, k: int = 4, sampling=None):
+        super().__init__(sampling)
+        if k < 1:
+            raise ConfigError(f"speculative: k must be >= 1, got {k}")
+        self.draft = draft  # ModelSpec; the runner loads it and passes the engine
+        self.k = k
+
+    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
+        s = self.sampling
+        trace, snap = self.begin(target, draft)
+        tok = s.next_token(target.forward(prompt_ids, last_only=True), rng)  # prefill
+        trace.emit([tok])
+        seq = list(prompt_ids) + [tok]  # target cache holds seq[:-1]
+        while not trace.done(target.eos_ids, max_new_tokens):
+            k = min(self.k, max_new_tokens - len(trace.tokens))
+            # 1. draft k tokens with q (the draft catches up on tokens it has not seen first)
+            drafts, qs, feed = [], [], seq[draft.length:]
+            for _ in range(k):
+                q_logits = draft.forward(feed, last_only=True)  # [V]
+                if s.greedy:
+                    x = int(q_logits.argmax())
+                else:
+                    q = s.probs(q_logits)
+                    x = int(torch.multinomial(q, 1, generator=rng))
+                    qs.append(q)
+                drafts.append(x)
+                feed = [x]
+            # 2-3. verify in one target forward, accept/reject, correction or bonus token
+            new = self.verify_step(target, seq, drafts, torch.stack(qs) if qs else None, rng, trace)
+            # the draft cached seq + drafts[:k-1]; keep only what was accepted
+            draft.truncate_to(min(draft.length, len(seq) + len(new) - 1))
+            seq += new
+            trace.emit(new)
+        return self.end(trace, snap, target, max_new_tokens, draft)

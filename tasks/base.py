@@ -1,0 +1,95 @@
+"""The Task contract: load -> prompt -> score. Tasks never see the engine.
+
+    examples = task.load(limit)           # list of dicts, each with a unique string "id"
+    messages = task.prompt(example)       # chat messages (the engine applies the template)
+    stats    = task.score(example, text)  # {"quality": float, "extracted": ..., other sums}
+
+Data comes from the Hugging Face hub id by default, or from `<HARNESS_DATA_DIR>/<data_dir>`
+(or an explicit `path`) when set. Every task has a `version` that goes into every row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from harness.errors import ConfigError
+
+
+class Task:
+    name = "task"
+    version = "0"
+    quality_metric = "accuracy"  # what "quality" means in this task's rows
+
+    def __init__(self, limit: int | None = None, path: str | None = None):
+        self.limit = limit
+        self.path = path
+
+    def load(self) -> list[dict]:
+        raise NotImplementedError
+
+    def prompt(self, example: dict) -> list[dict]:
+        raise NotImplementedError
+
+    def score(self, example: dict, output: str) -> dict:
+        raise NotImplementedError
+
+    def check_data(self) -> None:
+        """Fail early (before any model loads) when the configured data cannot be found."""
+        self.local_dir()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "source": str(self.local_dir() or self.hub_source())}
+
+    def hub_source(self) -> str:
+        return ""
+
+    # ------------------------------------------------------------------ data location
+    data_dir = ""  # folder name under HARNESS_DATA_DIR
+
+    def local_dir(self) -> Path | None:
+        """The local data folder in use, or None to use the hub."""
+        if self.path:
+            p = Path(self.path)
+            if not p.exists():
+                raise ConfigError(f"task {self.name}: data path '{p}' does not exist")
+            return p
+        root = os.environ.get("HARNESS_DATA_DIR")
+        if root and self.data_dir:
+            p = Path(root) / self.data_dir
+            if not p.is_dir():
+                raise ConfigError(f"task {self.name}: data folder '{p}' not found "
+                                  f"(HARNESS_DATA_DIR={root}); unset it to load from the hub")
+            return p
+        return None
+
+
+def read_jsonl(path: Path, required: tuple[str, ...], task: str) -> list[dict]:
+    """Read a JSON-lines file; a malformed row raises a ConfigError naming file and line."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"task {task}: {path}:{i}: not valid JSON ({e.msg})") from None
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise ConfigError(f"task {task}: {path}:{i}: missing field(s) {', '.join(missing)}")
+            rows.append(row)
+    return rows
+
+
+def load_hub(task: str, hub_id: str, config: str | None, split: str) -> list[dict]:
+    """Rows of a hub dataset split; a clear error when the hub cannot be reached."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(hub_id, config, split=split)
+    except Exception as e:  # offline, unknown id, ...: one line, with the way out
+        raise ConfigError(f"task {task}: cannot load {hub_id} ({config}, {split}) from the hub: "
+                          f"{e.__class__.__name__}; set HARNESS_DATA_DIR to a local copy") from None
+    return [dict(r) for r in ds]
