@@ -1,0 +1,165 @@
+"""Leaderboard: one tidy table per task over every finished run folder, plus a quality-vs-speed plot.
+
+    python -m harness.leaderboard [--results results] [--out results/leaderboard]
+
+Reads results/<run>/rows.jsonl and meta.json (never loads a model, never imports torch),
+aggregates each run with `metrics.aggregate` and writes, for each task, <out>/<task>.csv,
+<task>.parquet, <task>.md and <task>_quality_vs_speed.png, and an index <out>/README.md.
+
+speedup = `metrics.speedup` of a run against the newest greedy run (by meta.json mtime) on the
+same task, model, dtype and max_new_tokens: a tokens/s ratio on the example ids both finished.
+The runs are measured separately, so it is indicative only. Greedy runs get 1.0; NaN when no
+greedy baseline exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+from harness import metrics
+from harness.store import read_rows
+
+COLUMNS = ["task", "strategy", "model", "dtype", "max_new_tokens", "draft_model", "n", "errors", "quality",
+           "quality_ci_low", "quality_ci_high", "tokens_per_s", "speedup", "mat", "acceptance",
+           "forwards_per_token", "mean_ttft_s", "run"]
+# decimals shown in the Markdown table (the CSV and Parquet keep full precision)
+DECIMALS = {"quality": 3, "quality_ci_low": 3, "quality_ci_high": 3, "tokens_per_s": 1, "speedup": 2,
+            "mat": 2, "acceptance": 3, "forwards_per_token": 3, "mean_ttft_s": 3}
+SPEEDUP_NOTE = ("speedup = tokens/s ratio vs the newest greedy run (same task, model, dtype, max_new_tokens) "
+                "on the same examples; measured across runs, so indicative only.")
+
+
+def load_runs(results: Path, out: Path) -> list[dict]:
+    """Every run folder under `results` with rows.jsonl and meta.json (not _hydra, not the output)."""
+    runs = []
+    for d in sorted(p for p in results.iterdir() if p.is_dir()):
+        if d.name == "_hydra" or d.resolve() == out.resolve():
+            continue
+        if not (d / "rows.jsonl").exists() or not (d / "meta.json").exists():
+            continue
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+        except json.JSONDecodeError:
+            print(f"[leaderboard] skipping {d.name}: unreadable meta.json")
+            continue
+        runs.append({"dir": d, "meta": meta, "rows": read_rows(d / "rows.jsonl"),
+                     "mtime": (d / "meta.json").stat().st_mtime})
+    return runs
+
+
+def _key(meta: dict) -> tuple:
+    return (meta.get("task"), meta.get("model"), (meta.get("model_spec") or {}).get("dtype"),
+            meta.get("max_new_tokens"))
+
+
+def table_rows(runs: list[dict]) -> list[dict]:
+    """One leaderboard line per run, with its speedup against the matching greedy baseline."""
+    baselines: dict = {}  # key -> newest greedy run
+    for r in runs:
+        if r["meta"].get("strategy") == "greedy":
+            k = _key(r["meta"])
+            if k not in baselines or r["mtime"] > baselines[k]["mtime"]:
+                baselines[k] = r
+    lines = []
+    for r in runs:
+        meta = r["meta"]
+        if meta.get("strategy") == "greedy":
+            sp = 1.0
+        elif _key(meta) in baselines:
+            sp = metrics.speedup(r["rows"], baselines[_key(meta)]["rows"])[0]
+        else:
+            sp = math.nan
+        draft = (meta.get("strategy_params") or {}).get("draft") or {}
+        task, model, dtype, mnt = _key(meta)
+        line = {"task": task, "strategy": meta.get("strategy"), "model": model, "dtype": dtype,
+                "max_new_tokens": mnt, "draft_model": draft.get("name") if isinstance(draft, dict) else None,
+                **metrics.aggregate(r["rows"]), "speedup": sp, "run": r["dir"].name,
+                "quality_metric": meta.get("quality_metric")}
+        lines.append(line)
+    return lines
+
+
+def _fmt(value, col: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if col in DECIMALS:
+        return f"{value:.{DECIMALS[col]}f}"
+    return str(value)
+
+
+def write_markdown(df, path: Path, task: str, quality_metric: str) -> None:
+    head = [f"# {task} (quality: {quality_metric})", "", SPEEDUP_NOTE, "",
+            "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    body = ["| " + " | ".join(_fmt(rec[c], c) for c in COLUMNS) + " |" for rec in df.to_dict("records")]
+    path.write_text("\n".join(head + body) + "\n")
+
+
+def write_plot(df, path: Path, task: str, quality_metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    yerr = [(df["quality"] - df["quality_ci_low"]).clip(lower=0), (df["quality_ci_high"] - df["quality"]).clip(lower=0)]
+    ax.errorbar(df["tokens_per_s"], df["quality"], yerr=yerr, fmt="o", capsize=3)
+    for rec in df.to_dict("records"):
+        ax.annotate(f"{rec['strategy']}/{rec['model']}", (rec["tokens_per_s"], rec["quality"]),
+                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("tokens/s")
+    ax.set_ylabel(f"quality ({quality_metric}), 95% bootstrap CI")
+    ax.set_title(f"{task}: {quality_metric} vs tokens/s")
+    ax.margins(x=0.15, y=0.1)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def safe_name(task: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(task))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.leaderboard", description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default="results", help="folder holding the run folders")
+    ap.add_argument("--out", default=None, help="output folder (default: <results>/leaderboard)")
+    args = ap.parse_args(argv)
+    results = Path(args.results)
+    out = Path(args.out) if args.out else results / "leaderboard"
+
+    runs = load_runs(results, out) if results.is_dir() else []
+    if not runs:
+        print(f"[leaderboard] no runs (folders with rows.jsonl and meta.json) under {results}; nothing written")
+        return 0
+
+    import pandas as pd
+
+    df_all = pd.DataFrame(table_rows(runs))
+    out.mkdir(parents=True, exist_ok=True)
+    index = ["# Leaderboard", "", SPEEDUP_NOTE, ""]
+    for task, df in df_all.groupby("task", dropna=False, sort=True):
+        df = df.sort_values(["model", "dtype", "max_new_tokens", "strategy", "run"], na_position="last")
+        qm = next((m for m in df["quality_metric"] if m), "quality")
+        df = df[COLUMNS].reset_index(drop=True)
+        name = safe_name(task)
+        df.to_csv(out / f"{name}.csv", index=False)
+        df.to_parquet(out / f"{name}.parquet", index=False)
+        write_markdown(df, out / f"{name}.md", str(task), qm)
+        write_plot(df, out / f"{name}_quality_vs_speed.png", str(task), qm)
+        index.append(f"- **{task}** ({len(df)} run(s), quality = {qm}): [{name}.md]({name}.md), "
+                     f"[{name}.csv]({name}.csv), [{name}.parquet]({name}.parquet), "
+                     f"[plot]({name}_quality_vs_speed.png)")
+        print(f"[leaderboard] {task}: {len(df)} run(s) -> {out / name}.{{csv,parquet,md}}, "
+              f"{name}_quality_vs_speed.png")
+    (out / "README.md").write_text("\n".join(index) + "\n")
+    print(f"[leaderboard] {len(runs)} run(s) in {df_all['task'].nunique(dropna=False)} task(s); index {out / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny random models built from a config in milliseconds."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HARNESS_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+torch.set_num_threads(1)
+
+from harness.models import ModelSpec  # noqa: E402
+
+TINY = dict(arch="llama", vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+
+
+def tiny_spec(name="tiny", seed=0, **over) -> ModelSpec:
+    cfg = {**TINY, "seed": seed, **over}
+    trunc = cfg.pop("truncate_layers", 0)
+    return ModelSpec(name=name, tiny=cfg, truncate_layers=trunc)
+
+
+@pytest.fixture(scope="session")
+def tiny_target():
+    return tiny_spec("tiny-target", seed=0).load()
+
+
+@pytest.fixture(scope="session")
+def tiny_draft():
+    """A different random model with the same vocabulary: drafts are often rejected."""
+    return tiny_spec("tiny-draft", seed=1, num_hidden_layers=1).load()
+
+
+@pytest.fixture(scope="session")
+def tiny_selfdraft():
+    """The target's own first layer: a draft that is sometimes right."""
+    return tiny_spec("tiny-self", seed=0, truncate_layers=1).load()
