@@ -1,0 +1,136 @@
+"""The runner: rows, resume, kill -9, config changes, error rows, order independence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness.errors import ConfigError
+from harness.runner import run
+from harness.store import read_rows
+from tests.conftest import ROOT
+
+TIMING = {"wall_s", "ttft_s", "timestamp"}
+
+
+def cfg_for(tmp_path, *over):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=["model=tiny_random", "task=demo_arith", f"run.results_dir={tmp_path}",
+                                            "run.max_new_tokens=12", "run.progress=false", *over])
+
+
+def run_dirs(tmp_path):
+    return sorted(p for p in Path(tmp_path).iterdir() if (p / "rows.jsonl").exists())
+
+
+def strip(rows):
+    return sorted(({k: v for k, v in r.items() if k not in TIMING} for r in rows), key=lambda r: (r["example_id"], r["sample"]))
+
+
+def test_rows_summary_and_resume(tmp_path):
+    s = run(cfg_for(tmp_path, "task.limit=4"))
+    (d,) = run_dirs(tmp_path)
+    rows = read_rows(d / "rows.jsonl")
+    assert len(rows) == 4 and s["n"] == 4 and s["errors"] == 0 and s["mat"] == pytest.approx(1.0)
+    r = rows[0]
+    for key in ("example_id", "prompt_hash", "output_text", "output_tokens", "extracted", "quality", "wall_s",
+                "ttft_s", "new_tokens", "target_forwards", "draft_forwards", "drafted", "accepted", "accept_hist",
+                "seed", "config_hash", "git_sha", "versions", "dtype", "threads", "cpu", "gpu"):
+        assert key in r, key
+    assert r["new_tokens"] == len(r["output_tokens"]) == r["target_forwards"]
+    before = (d / "rows.jsonl").read_bytes()
+    run(cfg_for(tmp_path, "task.limit=4"))  # same config: nothing redone
+    assert (d / "rows.jsonl").read_bytes() == before
+    run(cfg_for(tmp_path, "task.limit=6"))  # more examples of the same config: same run, 2 more rows
+    assert run_dirs(tmp_path) == [d]
+    after = (d / "rows.jsonl").read_bytes()
+    assert after.startswith(before) and len(read_rows(d / "rows.jsonl")) == 6
+    assert json.loads((d / "summary.json").read_text())["n"] == 6
+
+
+def test_changed_config_is_a_new_run(tmp_path):
+    run(cfg_for(tmp_path, "task.limit=2"))
+    run(cfg_for(tmp_path, "task.limit=2", "run.max_new_tokens=13"))
+    assert len(run_dirs(tmp_path)) == 2
+
+
+def test_run_name_clash_with_other_config_refused(tmp_path):
+    run(cfg_for(tmp_path, "task.limit=1", "run.name=mine"))
+    with pytest.raises(ConfigError, match="holds another configuration"):
+        run(cfg_for(tmp_path, "task.limit=1", "run.name=mine", "run.max_new_tokens=5"))
+
+
+def test_error_row_and_run_goes_on(tmp_path):
+    s = run(cfg_for(tmp_path, "task.limit=3", "task._target_=tests.helpers.FlakyDemo"))
+    rows = {r["example_id"][:15]: r for r in read_rows(run_dirs(tmp_path)[0] / "rows.jsonl")}
+    assert len(rows) == 3 and s["errors"] == 1 and s["n"] == 3
+    bad = rows["demo_arith-0001"]
+    assert bad["error"] == "RuntimeError: boom on purpose" and bad["quality"] is None
+    assert all(r["error"] is None and r["quality"] is not None for k, r in rows.items() if k != "demo_arith-0001")
+
+
+def test_order_does_not_change_rows(tmp_path):
+    over = ["task.limit=4", "strategy=sampling", "run.samples=2"]
+    run(cfg_for(tmp_path / "a", *over))
+    run(cfg_for(tmp_path / "b", *over, "task._target_=tests.helpers.ReversedDemo"))
+    (a,), (b,) = run_dirs(tmp_path / "a"), run_dirs(tmp_path / "b")
+    ra, rb = strip(read_rows(a / "rows.jsonl")), strip(read_rows(b / "rows.jsonl"))
+    assert len(ra) == 8
+    assert [r["output_tokens"] for r in ra] == [r["output_tokens"] for r in rb]
+    assert len({tuple(r["output_tokens"]) for r in ra}) > 1  # sampling really sampled
+
+
+def test_torn_last_line_is_dropped_and_redone(tmp_path):
+    run(cfg_for(tmp_path, "task.limit=3"))
+    (d,) = run_dirs(tmp_path)
+    lines = (d / "rows.jsonl").read_text().splitlines(keepends=True)
+    (d / "rows.jsonl").write_text("".join(lines[:2]) + lines[2][:40])  # killed mid-write
+    run(cfg_for(tmp_path, "task.limit=3"))
+    assert strip(read_rows(d / "rows.jsonl")) == strip(json.loads(x) for x in lines)
+
+
+def _cli(args, results, env=None, flags=()):
+    return subprocess.Popen([sys.executable, "-m", "harness", *flags, "model=tiny_random", "task=demo_arith",
+                             f"run.results_dir={results}", "run.progress=false", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
+    args = ["task.limit=8", "run.max_new_tokens=100", "strategy=sampling"]
+    ref = _cli(args, tmp_path / "ref")
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+    p = _cli(args, tmp_path / "killed")
+    rows_file = None
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        found = list((tmp_path / "killed").glob("*/rows.jsonl"))
+        if found and found[0].read_text().count("\n") >= 2:
+            rows_file = found[0]
+            break
+        time.sleep(0.05)
+    assert rows_file is not None, "the run never wrote rows"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    n_before = rows_file.read_text().count("\n")
+    assert n_before < 8, "the run finished before it could be killed"
+    again = _cli(args, tmp_path / "killed")
+    assert again.wait(timeout=300) == 0, again.stderr.read()
+    (ref_dir,) = run_dirs(tmp_path / "ref")
+    assert rows_file.parent.name == ref_dir.name  # same config -> same run
+    lines = rows_file.read_text().splitlines()
+    assert len(lines) == 8  # no duplicate, none lost
+    assert strip(read_rows(rows_file)) == strip(read_rows(ref_dir / "rows.jsonl"))
+
+
+def test_multirun_sweep_with_joblib(tmp_path):
+    p = _cli(["strategy=greedy,pld", "task.limit=2", "run.max_new_tokens=8"], tmp_path, flags=["-m"])
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    names = [d.name for d in run_dirs(tmp_path)]
+    assert len(names) == 2 and any("-greedy-" in n for n in names) and any("-pld-" in n for n in names)
