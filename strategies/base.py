@@ -92,16 +92,18 @@ class Strategy:
                     rng: torch.Generator, trace: Trace) -> list[int]:
         """Verify a chain of drafts in ONE target forward and commit the result.
 
-        Invariant: the target's cache holds seq[:-1]. Feeds [seq[-1]] + drafts, keeps the
-        accepted prefix, rolls back the rest and returns the new tokens (accepted drafts +
-        correction or bonus token), so that the invariant holds again for seq + new.
+        Invariant: the target's cache holds a strict prefix of seq (at the start of an example,
+        nothing: the prompt is fed together with the first drafts, saving the prefill forward).
+        Feeds the uncached tail of seq + drafts, keeps the accepted prefix, rolls back the rest
+        and returns the new tokens (accepted drafts + correction or bonus token).
         q: [len(drafts), V] draft probabilities, or None for deterministic drafts (point mass).
         """
-        logits = target.forward([seq[-1]] + drafts)  # [d+1, V]
+        d = len(drafts)
+        logits = target.forward(seq[target.length:] + drafts)[-(d + 1):]  # [d+1, V]
         if not drafts:
             return [self.sampling.next_token(logits[0], rng)]
         p = logits if self.sampling.greedy else self.sampling.probs(logits)
         n, nxt = P.verify_chain(p, q, drafts, rng, self.sampling.greedy)
-        trace.record_verification(len(drafts), n)
-        target.rollback(len(drafts) - n)
+        trace.record_verification(d, n)
+        target.rollback(d - n)
         return drafts[:n] + [nxt]

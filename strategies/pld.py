@@ -41,9 +41,7 @@ class PromptLookup(Strategy):
 
     def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
         trace, snap = self.begin(target)
-        tok = self.sampling.next_token(target.forward(prompt_ids, last_only=True), rng)  # prefill
-        trace.emit([tok])
-        seq = list(prompt_ids) + [tok]
+        seq = list(prompt_ids)  # the first verification forward also prefills the prompt
         while not trace.done(target.eos_ids, max_new_tokens):
             k = min(self.k, max_new_tokens - len(trace.tokens))
             drafts = lookup(np.asarray(seq), self.max_ngram, self.min_ngram, k)

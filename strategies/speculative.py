@@ -28,9 +28,7 @@ class Speculative(Strategy):
     def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
         s = self.sampling
         trace, snap = self.begin(target, draft)
-        tok = s.next_token(target.forward(prompt_ids, last_only=True), rng)  # prefill
-        trace.emit([tok])
-        seq = list(prompt_ids) + [tok]  # target cache holds seq[:-1]
+        seq = list(prompt_ids)  # the first verification forward also prefills the prompt
         while not trace.done(target.eos_ids, max_new_tokens):
             k = min(self.k, max_new_tokens - len(trace.tokens))
             # 1. draft k tokens with q (the draft catches up on tokens it has not seen first)

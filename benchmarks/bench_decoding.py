@@ -1,0 +1,241 @@
+"""Our decoding strategies vs transformers' own implementations, side by side in one process.
+
+Pairs measured on the same prompts, same weights (the same `engine.model` object), same dtype:
+
+    greedy       vs  hf-greedy    model.generate(do_sample=False)
+    speculative  vs  hf-assisted  model.generate(assistant_model=draft.model), fixed K drafts
+    pld          vs  hf-pld       model.generate(prompt_lookup_num_tokens=K, max_matching_ngram_size=n)
+
+Methods run interleaved per prompt (after one short warm-up each), so machine drift hits all of
+them alike. Columns, per method over all prompts and repeats:
+
+    tok/s        sum of new tokens / sum of wall seconds (prefill included, prompt not counted)
+    x greedy     tok/s divided by our greedy's tok/s
+    x hf-greedy  tok/s divided by transformers' greedy tok/s
+    MAT          new tokens / target-model forwards (counted by a hook on the target module;
+                 plain decoding is 1.0, a speculative method is higher when drafts are accepted).
+                 Both ours and transformers fold the prefill into the first verification
+                 (prompt + drafts in one forward). hf-pld takes the EARLIEST n-gram match, ours the latest, so
+                 their drafts (and MATs) may differ while both stay lossless.
+    identical    runs (prompts x repeats) token-identical to our greedy (temperature 0 is lossless
+                 for every method here, so anything below n/n is printed as a mismatch below the
+                 table with the first differing position; float ties in batched verification can
+                 cause these, they are not hidden)
+
+Run:  python benchmarks/bench_decoding.py [--model smollm2_135m] [--prompts 6] [--max-new-tokens 128]
+
+On a CPU shared with other tenants, --threads 2 can be slowed many-fold by thread-pool contention
+(the printed cpu pressure shows it); --threads 1 gives steadier numbers there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = Path(os.environ.get("HARNESS_DATA_DIR", ROOT.parent / "shared" / "data"))
+METHODS = ["greedy", "hf-greedy", "speculative", "hf-assisted", "pld", "hf-pld"]
+NEEDS_DRAFT = {"speculative", "hf-assisted"}
+
+
+def load_engine(name: str, dtype: str, truncate_layers: int | None = None):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
+    cfg.dtype = dtype
+    if truncate_layers is not None:
+        cfg.truncate_layers = truncate_layers
+        cfg.name = f"{cfg.name}-L{truncate_layers}"
+    return instantiate(cfg, _convert_="all").load()
+
+
+def build_prompts(engine, n: int) -> list[tuple[str, list[int]]]:
+    """round(n/3) HumanEval prompts, the rest GSM8K (default 6 = 4 GSM8K + 2 HumanEval)."""
+    from tasks.gsm8k import GSM8K
+
+    n_he = round(n / 3)
+    task = GSM8K(path=str(DATA / "gsm8k" / "test.jsonl"))
+    out = [(ex["id"], engine.render(task.prompt(ex))) for ex in task.load()[: n - n_he]]
+    with gzip.open(DATA / "humaneval" / "HumanEval.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f if line.strip()][:n_he]
+    for r in rows:
+        text = f"Complete the following Python function:\n```python\n{r['prompt']}```"
+        out.append((r["task_id"], engine.render(text)))
+    return out
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import transformers
+
+    try:  # share of time runnable tasks waited for a CPU (other tenants); high = noisy timings
+        load = "cpu pressure avg60 " + open("/proc/pressure/cpu").readline().split()[2].split("=")[1] + "%, "
+    except (OSError, IndexError):
+        load = ""
+    return (f"cpu: {cpu} ({os.cpu_count()} visible cores), {load}torch threads: {torch.get_num_threads()}, "
+            f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}")
+
+
+class ForwardCounter:
+    """Counts calls of a module (a forward hook), i.e. target forwards for any implementation."""
+
+    def __init__(self, module):
+        self.n = 0
+        module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        self.n += 1
+
+
+def make_runners(args, target, draft):
+    """method name -> fn(prompt_ids, max_new) returning the new token ids."""
+    from transformers import DynamicCache
+
+    from strategies.greedy import Greedy
+    from strategies.pld import PromptLookup
+    from strategies.speculative import Speculative
+
+    rng = torch.Generator().manual_seed(0)
+    model, eos = target.model, sorted(target.eos_ids)
+    ours = {"greedy": (Greedy(), None), "pld": (PromptLookup(k=args.k_pld, max_ngram=args.pld_ngram), None)}
+    if draft is not None:
+        ours["speculative"] = (Speculative(draft=None, k=args.k_spec), draft)
+        # transformers reads the draft length from the ASSISTANT's generation_config; "constant" keeps
+        # it fixed and threshold 0 disables the confidence early stop (default 0.4, adaptive).
+        gc = draft.model.generation_config
+        gc.num_assistant_tokens_schedule = "constant"
+        gc.num_assistant_tokens = args.k_spec
+        if hasattr(gc, "assistant_confidence_threshold"):
+            gc.assistant_confidence_threshold = 0.0
+    hf_kw = {"hf-greedy": {}, "hf-assisted": {"assistant_model": draft.model if draft else None,
+                                               "num_assistant_tokens": args.k_spec},
+             "hf-pld": {"prompt_lookup_num_tokens": args.k_pld, "max_matching_ngram_size": args.pld_ngram}}
+
+    def run_ours(name):
+        strategy, d = ours[name]
+        return lambda ids, n: strategy.generate(target, ids, n, rng, draft=d).tokens
+
+    def run_hf(name):
+        def go(ids, n):
+            x = torch.tensor([ids], device=target.device)
+            # the cache keyword is `cache` in transformers 5.x (`past_key_values` is deprecated)
+            out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=n,
+                                 eos_token_id=eos, pad_token_id=eos[0], cache=DynamicCache(config=model.config),
+                                 **hf_kw[name])
+            return out[0, len(ids):].tolist()
+        return go
+
+    return {m: (run_hf(m) if m.startswith("hf-") else run_ours(m)) for m in args.methods}
+
+
+def first_diff(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2_135m", help="conf/model/<name>.yaml")
+    ap.add_argument("--draft", default=None, help="conf/model/<name>.yaml of the draft (default: self-draft)")
+    ap.add_argument("--draft-layers", type=int, default=8, help="layers of the self-draft (when no --draft)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--prompts", type=int, default=6, help="number of prompts: 2/3 GSM8K, 1/3 HumanEval")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--k-spec", type=int, default=4, help="draft tokens per step (speculative, hf-assisted)")
+    ap.add_argument("--k-pld", type=int, default=10, help="lookup tokens per step (pld, hf-pld)")
+    ap.add_argument("--pld-ngram", type=int, default=2, help="max n-gram matched by pld and hf-pld")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ",".join(METHODS))
+    ap.add_argument("--json", default=None, metavar="OUT", help="write the numbers to this file")
+    args = ap.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if bad := [m for m in args.methods if m not in METHODS]:
+        ap.error(f"unknown method(s) {bad}; choose from {METHODS}")
+
+    torch.set_num_threads(args.threads)
+    info = machine()
+    print(info, flush=True)
+    target = load_engine(args.model, args.dtype)
+    draft = None
+    if NEEDS_DRAFT & set(args.methods):
+        draft = load_engine(args.draft, args.dtype) if args.draft else \
+            load_engine(args.model, args.dtype, truncate_layers=args.draft_layers)
+    print(f"target: {target.name} ({target.num_layers} layers, {args.dtype}); "
+          f"draft: {draft.name + f' ({draft.num_layers} layers)' if draft else '-'}; "
+          f"k_spec={args.k_spec} k_pld={args.k_pld} pld_ngram={args.pld_ngram} "
+          f"max_new_tokens={args.max_new_tokens} repeats={args.repeats}", flush=True)
+    prompts = build_prompts(target, args.prompts)
+    runners = make_runners(args, target, draft)
+    counter = ForwardCounter(target.model)
+
+    with torch.inference_mode():
+        for m in args.methods:  # warm-up: one short generation each
+            runners[m](prompts[0][1], 4)
+        tot = {m: {"tokens": 0, "seconds": 0.0, "forwards": 0, "identical": 0, "runs": 0} for m in args.methods}
+        per_prompt, mismatches = [], []
+        for pid, ids in prompts:
+            rows = []
+            for rep in range(args.repeats):
+                for m in args.methods:
+                    f0, t0 = counter.n, time.perf_counter()
+                    toks = runners[m](ids, args.max_new_tokens)
+                    dt, fw = time.perf_counter() - t0, counter.n - f0
+                    t = tot[m]
+                    t["tokens"], t["seconds"], t["forwards"], t["runs"] = (
+                        t["tokens"] + len(toks), t["seconds"] + dt, t["forwards"] + fw, t["runs"] + 1)
+                    rows.append({"prompt": pid, "repeat": rep, "method": m, "prompt_len": len(ids),
+                                 "new_tokens": len(toks), "seconds": dt, "target_forwards": fw, "tokens": toks})
+            ref = next((r["tokens"] for r in rows if r["method"] == "greedy"), None)
+            for row in rows if ref is not None else []:  # every run vs our greedy's first run
+                row["identical"] = same = row["tokens"] == ref
+                tot[row["method"]]["identical"] += same
+                if not same:
+                    i, toks = first_diff(ref, row["tokens"]), row["tokens"]
+                    mismatches.append(
+                        f"{row['method']:12s} {pid} repeat {row['repeat']}: first difference at new token {i} "
+                        f"(greedy {ref[i] if i < len(ref) else 'END'} {target.decode(ref[i:i + 1])!r} vs "
+                        f"{toks[i] if i < len(toks) else 'END'} {target.decode(toks[i:i + 1])!r}); "
+                        f"lengths {len(ref)} vs {len(toks)}")
+            per_prompt += rows
+            print(f"  done {pid} ({len(ids)} prompt tokens)", flush=True)
+
+    tps = {m: t["tokens"] / t["seconds"] if t["seconds"] else 0.0 for m, t in tot.items()}
+    base, hf_base = tps.get("greedy"), tps.get("hf-greedy")
+    print(f"\n{'method':12s} {'tokens':>7s} {'seconds':>8s} {'tok/s':>8s} {'x greedy':>9s} {'x hf-greedy':>11s} "
+          f"{'MAT':>6s} {'identical':>10s}")
+    for m, t in tot.items():
+        ratio = f"{tps[m] / base:.2f}" if base else "-"
+        hf_ratio = f"{tps[m] / hf_base:.2f}" if hf_base else "-"
+        mat = t["tokens"] / t["forwards"] if t["forwards"] else 0.0
+        ident = f"{t['identical']}/{t['runs']}" if "greedy" in tot else "-"
+        print(f"{m:12s} {t['tokens']:7d} {t['seconds']:8.2f} {tps[m]:8.2f} {ratio:>9s} {hf_ratio:>11s} "
+              f"{mat:6.2f} {ident:>10s}")
+    print("\nmismatches vs our greedy:" if mismatches else "\nall outputs token-identical to our greedy"
+          if "greedy" in tot else "\n(no greedy run: identity not checked)")
+    for line in mismatches:
+        print("  " + line)
+
+    if args.json:
+        out = {"machine": info, "args": vars(args), "totals": {m: {**t, "tok_per_s": tps[m]} for m, t in tot.items()},
+               "mismatches": mismatches, "runs": per_prompt}
+        Path(args.json).write_text(json.dumps(out, indent=1))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
