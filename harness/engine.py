@@ -70,7 +70,10 @@ class HFEngine:
     def forward(self, ids: Sequence[int] | torch.Tensor, *, tree: torch.Tensor | None = None,
                 depths: torch.Tensor | None = None, hidden_layers: Sequence[int] = (),
                 last_only: bool = False) -> torch.Tensor:
-        """Feed `ids` after the cached prefix; return float32 logits [n, V] (or [V] if last_only).
+        """Feed `ids` after the cached prefix; return float32 CPU logits [n, V] (or [V] if last_only).
+
+        Logits come back on the CPU whatever the device, so sampling with the runner's CPU
+        generator is identical on every device (the copy is one [n, V] row block per forward).
 
         tree: optional bool [n, n], tree[i, j] = token i may attend to new token j (ancestors
               and itself); every new token attends to the whole cached prefix.
@@ -96,7 +99,8 @@ class HFEngine:
         self.tokens_fed += n
         if hidden_layers:
             self.hidden = {i: out.hidden_states[i][0] for i in hidden_layers}
-        logits = out.logits[0].float()
+        logits = out.logits[0, -1:] if last_only else out.logits[0]
+        logits = logits.float().cpu()
         return logits[-1] if last_only else logits
 
     def rollback(self, n: int) -> None:

@@ -16,6 +16,7 @@ torch.set_num_threads(1)
 
 from harness.models import ModelSpec  # noqa: E402
 
+DEVICE = os.environ.get("HARNESS_TEST_DEVICE", "cpu")  # "cuda" to run the tiny-model tests on a GPU
 TINY = dict(arch="llama", vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
 
@@ -23,7 +24,7 @@ TINY = dict(arch="llama", vocab_size=260, hidden_size=64, intermediate_size=128,
 def tiny_spec(name="tiny", seed=0, **over) -> ModelSpec:
     cfg = {**TINY, "seed": seed, **over}
     trunc = cfg.pop("truncate_layers", 0)
-    return ModelSpec(name=name, tiny=cfg, truncate_layers=trunc)
+    return ModelSpec(name=name, tiny=cfg, truncate_layers=trunc, device=DEVICE)
 
 
 @pytest.fixture(scope="session")
