@@ -51,17 +51,12 @@ def load_runs(results: Path, out: Path) -> list[dict]:
     return runs
 
 
-def _key(meta: dict) -> tuple:
-    return (meta.get("task"), meta.get("model"), (meta.get("model_spec") or {}).get("dtype"),
-            meta.get("max_new_tokens"))
-
-
 def table_rows(runs: list[dict]) -> list[dict]:
     """One leaderboard line per run, with its speedup against the matching greedy baseline."""
     baselines: dict = {}  # key -> newest greedy run
     for r in runs:
         if r["meta"].get("strategy") == "greedy":
-            k = _key(r["meta"])
+            k = metrics.baseline_key(r["meta"])
             if k not in baselines or r["mtime"] > baselines[k]["mtime"]:
                 baselines[k] = r
     lines = []
@@ -69,12 +64,12 @@ def table_rows(runs: list[dict]) -> list[dict]:
         meta = r["meta"]
         if meta.get("strategy") == "greedy":
             sp = 1.0
-        elif _key(meta) in baselines:
-            sp = metrics.speedup(r["rows"], baselines[_key(meta)]["rows"])[0]
+        elif metrics.baseline_key(meta) in baselines:
+            sp = metrics.speedup(r["rows"], baselines[metrics.baseline_key(meta)]["rows"])[0]
         else:
             sp = math.nan
         draft = (meta.get("strategy_params") or {}).get("draft") or {}
-        task, model, dtype, mnt = _key(meta)
+        task, model, dtype, mnt = metrics.baseline_key(meta)
         line = {"task": task, "strategy": meta.get("strategy"), "model": model, "dtype": dtype,
                 "max_new_tokens": mnt, "draft_model": draft.get("name") if isinstance(draft, dict) else None,
                 **metrics.aggregate(r["rows"]), "speedup": sp, "run": r["dir"].name,

@@ -50,6 +50,12 @@ def aggregate(rows: list[dict]) -> dict:
     }
 
 
+def baseline_key(meta: dict) -> tuple:
+    """What a plain-decoding baseline must share with a run: task, model, dtype, token budget."""
+    return (meta.get("task"), meta.get("model"), (meta.get("model_spec") or {}).get("dtype"),
+            meta.get("max_new_tokens"))
+
+
 def speedup(rows: list[dict], baseline_rows: list[dict]) -> tuple[float, int]:
     """tokens/s ratio on the example ids both runs finished without error; (ratio, n common)."""
     key = lambda r: (r["example_id"], r.get("sample", 0))  # noqa: E731

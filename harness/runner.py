@@ -82,6 +82,9 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
     if rc.max_new_tokens < 1 or rc.samples < 1:
         raise ConfigError("run.max_new_tokens and run.samples must be >= 1")
     torch.set_num_threads(int(rc.threads))
+    if rc.baseline not in (None, "auto") and not (Path(rc.baseline) / "rows.jsonl").exists() and \
+            not (Path(rc.results_dir) / rc.baseline / "rows.jsonl").exists():
+        raise ConfigError(f"baseline run '{rc.baseline}' has no rows.jsonl (give a run folder, 'auto' or null)")
     task, strategy, model_spec = build(cfg)
     task.check_data()
     examples = task.load()
@@ -187,9 +190,9 @@ def find_baseline(results_dir: Path, meta: dict) -> Path | None:
             o = json.loads(m.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        same = all(o.get(k) == meta.get(k) for k in ("task", "model", "max_new_tokens")) and \
-            o.get("model_spec", {}).get("dtype") == meta.get("model_spec", {}).get("dtype")
-        if same and o.get("strategy") == "greedy" and (best is None or m.stat().st_mtime > best.stat().st_mtime):
+        if metrics.baseline_key(o) != metrics.baseline_key(meta) or o.get("strategy") != "greedy":
+            continue
+        if best is None or m.stat().st_mtime > best.stat().st_mtime:
             best = m
     return best.parent if best else None
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import threading
 
 _NUM = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 
@@ -31,3 +34,255 @@ def last_number(text: str) -> str | None:
     """The last number anywhere in the text (flexible extraction)."""
     m = _NUM.findall(text)
     return normalize_number(m[-1]) if m else None
+
+
+# ---------------------------------------------------------------------- boxed answers (MATH, AIME)
+
+_BOX_CMD = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+
+
+def _braced(text: str, start: int) -> int | None:
+    """Index of the brace closing the one at text[start] ('{'), or None if unbalanced.
+
+    Escaped braces (\\{ and \\}) are literal set braces and do not count."""
+    depth, i = 0, start
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def last_boxed(text: str | None) -> str | None:
+    """Content of the last \\boxed{...} / \\fbox{...} (balanced braces), or of `\\boxed 5`.
+
+    A box whose braces never close (a truncated output) or that is empty is skipped, and the
+    one before it is used. None when there is no usable box."""
+    if not text:
+        return None
+    for m in reversed(list(_BOX_CMD.finditer(text))):
+        j = m.end()
+        while j < len(text) and text[j].isspace():
+            j += 1
+        if j < len(text) and text[j] == "{":
+            end = _braced(text, j)
+            content = text[j + 1:end].strip() if end is not None else ""
+        elif j > m.end():  # "\boxed 5": one token after a space, up to whitespace or '$'
+            tok = re.match(r"[^\s$]+", text[j:])
+            content = tok.group(0).rstrip(".,;") if tok else ""
+        else:
+            content = ""
+        if content:
+            return content
+    return None
+
+
+def _light_norm(s: str) -> str:
+    """Formatting-only normalisation for the exact-match fast path of `math_equal`.
+
+    Only removes what never changes the value: math-mode dollars, \\left/\\right, thin spaces,
+    \\dfrac/\\tfrac, degree marks, \\text{} wrappers, thousands separators, '(C)' -> 'C'."""
+    s = s.strip().strip("$").strip()
+    s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
+    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
+    s = re.sub(r"\\[,!;:]|\\q?quad(?![A-Za-z])", "", s)
+    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s)
+    s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\s+", " ", s)
+    s = re.sub(r" (?![A-Za-z])|(?<![A-Za-z]) ", "", s)  # keep a space only between letters
+    s = s.rstrip(".").strip()
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
+        s = s.replace(",", "")
+    m = re.fullmatch(r"\(([A-Za-z])\)", s)
+    return m.group(1) if m else s
+
+
+# math-verify is run in a persistent worker process: its own timeout uses SIGALRM, which only
+# works in the main thread, and a sympy call cannot be interrupted any other way. The worker is
+# started lazily ('spawn': safe even when the parent holds CUDA or threads), reused, and killed
+# and re-created when a comparison runs past its timeout. One comparison at a time (a lock).
+
+logger = logging.getLogger(__name__)
+
+VERIFY_STATS = {"calls": 0, "exact": 0, "timeouts": 0, "errors": 0, "worker_starts": 0}
+_WORKER_LOCK = threading.Lock()
+_WORKER: tuple | None = None  # (process, connection)
+WORKER_START_TIMEOUT_S = 180.0  # importing sympy in a fresh interpreter (slow on a busy CPU)
+
+
+class WorkerTimeout(TimeoutError):
+    """The worker did not answer within the timeout; it has been killed (re-created on next use)."""
+
+
+def _worker_main(conn) -> None:  # runs in the worker process
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" notice
+    logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
+    try:
+        import math_verify  # noqa: F401  (warm up: the slow import happens before any timeout)
+    except Exception as e:
+        conn.send(("error", f"cannot import math_verify: {e!r}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        except Exception as e:  # the callable could not be unpickled here
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+            continue
+        if msg is None:
+            return
+        fn, args = msg
+        try:
+            conn.send(("ok", fn(*args)))
+        except Exception as e:
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def _stop_worker() -> None:
+    global _WORKER
+    if _WORKER is None:
+        return
+    proc, conn = _WORKER
+    _WORKER = None
+    try:
+        proc.kill()
+        proc.join(10)
+    finally:
+        conn.close()
+
+
+def _start_worker() -> tuple:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_worker_main, args=(child,), name="math-verify-worker", daemon=True)
+    proc.start()
+    child.close()
+    VERIFY_STATS["worker_starts"] += 1
+    try:
+        if not parent.poll(WORKER_START_TIMEOUT_S):
+            raise RuntimeError(f"math-verify worker did not start within {WORKER_START_TIMEOUT_S:.0f}s")
+        status, info = parent.recv()
+        if status != "ready":
+            raise RuntimeError(info)
+    except BaseException as e:
+        proc.kill()
+        proc.join(10)
+        parent.close()
+        if isinstance(e, EOFError):
+            raise RuntimeError("math-verify worker exited while starting") from None
+        raise
+    return proc, parent
+
+
+def _forget_worker_after_fork() -> None:  # a forked child must not share the parent's worker
+    global _WORKER, _WORKER_LOCK
+    _WORKER, _WORKER_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_worker_after_fork)
+
+
+def run_in_worker(fn, *args, timeout_s: float = 5.0):
+    """fn(*args) in the worker process (fn must be a picklable module-level function).
+
+    Raises WorkerTimeout after timeout_s (the worker is killed), RuntimeError if fn raised or
+    the worker died. Safe to call from any thread."""
+    global _WORKER
+    with _WORKER_LOCK:
+        if _WORKER is not None and not _WORKER[0].is_alive():
+            _stop_worker()
+        if _WORKER is None:
+            _WORKER = _start_worker()
+        conn = _WORKER[1]
+        try:
+            conn.send((fn, args))
+            answered = conn.poll(timeout_s)
+        except (OSError, EOFError) as e:
+            _stop_worker()
+            raise RuntimeError(f"math-verify worker unusable: {e!r}") from None
+        if not answered:
+            _stop_worker()
+            raise WorkerTimeout(f"no answer within {timeout_s}s")
+        try:
+            status, value = conn.recv()
+        except (EOFError, OSError):
+            _stop_worker()
+            raise RuntimeError("math-verify worker died during the comparison") from None
+    if status != "ok":
+        raise RuntimeError(value)
+    return value
+
+
+def _as_latex(s: str) -> str:
+    """An extracted answer as text math-verify's LaTeX extractor reads as one expression."""
+    s = s.strip()
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", _light_norm(s)):  # 10,\!080 -> 10080
+        s = _light_norm(s)
+    return "$" + s.strip("$") + "$"
+
+
+def _verify_pair(gold: str, pred: str) -> bool:  # runs in the worker process
+    from math_verify import parse, verify
+
+    g = parse(_as_latex(gold), parsing_timeout=None)
+    p = parse(_as_latex(pred), parsing_timeout=None)
+    if not g or not p:
+        return False
+    return bool(verify(g, p, timeout_seconds=None))  # order matters: gold first
+
+
+def compare_math(gold: str, pred: str | None, timeout_s: float = 5.0) -> tuple[bool, str]:
+    """(equal, how): how is 'exact', 'verified', 'different', 'empty', 'timeout' or 'error'."""
+    VERIFY_STATS["calls"] += 1
+    if pred is None or not _light_norm(pred):
+        return False, "empty"
+    if _light_norm(gold) == _light_norm(pred):
+        VERIFY_STATS["exact"] += 1
+        return True, "exact"
+    try:
+        ok = run_in_worker(_verify_pair, gold, pred, timeout_s=timeout_s)
+    except WorkerTimeout:
+        VERIFY_STATS["timeouts"] += 1
+        logger.warning("math_equal: timed out after %ss comparing gold %.80r with %.80r (scored as "
+                       "not equal)", timeout_s, gold, pred)
+        return False, "timeout"
+    except RuntimeError as e:
+        VERIFY_STATS["errors"] += 1
+        logger.warning("math_equal: comparison failed (%s); scored as not equal", e)
+        return False, "error"
+    return bool(ok), "verified" if ok else "different"
+
+
+def math_equal(gold: str, pred: str | None, timeout_s: float = 5.0) -> bool:
+    """Whether pred is mathematically equal to gold (math-verify, gold first; False on timeout)."""
+    return compare_math(gold, pred, timeout_s)[0]
+
+
+def normalize_aime(s: str | int | None) -> int | None:
+    """An AIME answer as an int: '033' -> 33, '33.0' -> 33, 'n = 33' -> 33, '\\text{33}' -> 33."""
+    if s is None:
+        return None
+    if isinstance(s, int):
+        return s
+    t = str(s).strip().strip("$").strip()
+    t = re.sub(r"\\(?:text|textbf|mathrm|mbox)\s*\{\s*([^{}]*?)\s*\}", r"\1", t)
+    t = t.split("=")[-1]
+    t = re.sub(r"\\[,!;: ]|\s+|\^\s*\{?\s*\\circ\s*\}?|\\%|%", "", t).rstrip(".")
+    m = re.fullmatch(r"([+-]?)(\d{1,3}(?:,\d{3})+|\d+)(?:\.0*)?", t)
+    if not m:
+        return None
+    n = int(m.group(2).replace(",", ""))
+    return -n if m.group(1) == "-" else n
