@@ -132,9 +132,7 @@ class HFEngine:
             ids = enc["input_ids"] if isinstance(enc, dict) or hasattr(enc, "keys") else enc
             return [int(i) for i in ids]
         text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
-        bos = getattr(tok, "bos_token_id", None)
-        ids = tok.encode(text, add_special_tokens=False)
-        return ([bos] if bos is not None and getattr(tok, "add_bos_token", False) else []) + list(ids)
+        return list(tok.encode(text, add_special_tokens=True))  # the tokenizer knows its BOS
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
