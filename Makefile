@@ -21,7 +21,7 @@ env: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m harness experiment=demo
-	$(BIN)/python -m harness experiment=demo strategy=pld run.baseline=auto
+	$(BIN)/python -m harness experiment=demo strategy=pld
 	$(BIN)/python -m harness.leaderboard
 
 test: $(STAMP)
