@@ -107,3 +107,34 @@ class Strategy:
         trace.record_verification(d, n)
         target.rollback(d - n)
         return drafts[:n] + [nxt]
+
+    def verify_tree_step(self, target, seq: list[int], tokens: list[int], parents: list[int],
+                         q_by_parent: dict | None, rng: torch.Generator, trace: Trace) -> list[int]:
+        """Verify a draft token tree in ONE target forward (tree attention mask, positions = depth).
+
+        Same cache invariant as `verify_step`. The uncached tail of seq is fed as a chain, the
+        n tree nodes after it, each attending to the tail and to its own ancestors. Keeps the
+        accepted path's cache slots (`engine.keep`), drops the rest, returns the new tokens.
+        """
+        if any(not -1 <= par < i for i, par in enumerate(parents)):
+            raise ValueError("tree nodes must come after their parents (parents[i] < i)")
+        tail, n = seq[target.length:], len(tokens)
+        t = len(tail)
+        depth = []
+        for par in parents:
+            depth.append(0 if par < 0 else depth[par] + 1)
+        allowed = torch.zeros(t + n, t + n, dtype=torch.bool)
+        allowed[:t, :t] = torch.tril(torch.ones(t, t, dtype=torch.bool))
+        allowed[t:, :t] = True
+        for i, par in enumerate(parents):
+            allowed[t + i, t + i] = True
+            if par >= 0:
+                allowed[t + i, t:] |= allowed[t + par, t:]
+        depths = list(range(t)) + [t + d for d in depth]
+        logits = target.forward(tail + tokens, tree=allowed, depths=torch.tensor(depths))[t - 1:]  # [n+1, V]
+        p = logits if self.sampling.greedy else self.sampling.probs(logits)
+        path, nxt = P.verify_tree(p, tokens, parents, q_by_parent, rng, self.sampling.greedy)
+        trace.record_verification(n, len(path))
+        trace.extra["tree_nodes"] = trace.extra.get("tree_nodes", 0) + n
+        target.keep(path, n)
+        return [tokens[i] for i in path] + [nxt]

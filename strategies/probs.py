@@ -77,3 +77,60 @@ def verify_chain(p: torch.Tensor, q: torch.Tensor | None, drafts: list[int], rng
             continue
         return i, sample(residual(p[i], qi), rng)
     return k, (int(p[k].argmax()) if greedy else sample(p[k], rng))
+
+
+def gumbel_top_k(probs: torch.Tensor, k: int, rng: torch.Generator) -> list[int]:
+    """k distinct tokens drawn WITHOUT replacement from `probs` (Gumbel-Top-k trick), in draw order."""
+    k = min(k, int((probs > 0).sum()))
+    g = -torch.log(-torch.log(torch.rand(probs.shape, generator=rng).clamp_min(1e-20)))
+    keys = torch.where(probs > 0, torch.log(probs.clamp_min(1e-38)) + g, torch.tensor(float("-inf")))
+    return torch.topk(keys, k).indices.tolist()
+
+
+def verify_tree(p: torch.Tensor, tokens: list[int], parents: list[int], q_by_parent: dict | None,
+                rng: torch.Generator, greedy: bool) -> tuple[list[int], int]:
+    """Verify a token tree against target probabilities; return (accepted node path, next token).
+
+    p: [n + 1, V]: row 0 = target distribution after the committed sequence (the tree's root
+       context), row i + 1 = after node i (its path from the root).
+    tokens / parents: node i holds tokens[i]; parents[i] is its parent node (-1 = the root).
+       Siblings appear in the order they were drafted.
+    q_by_parent: {parent index: [V] draft distribution its children were drawn from WITHOUT
+       replacement, in sibling order} (RSD); not needed when greedy.
+    Greedy: follow the child equal to the target's argmax (longest matching path).
+    Stochastic: recursive rejection sampling over siblings (RSD): sibling x_i is accepted with
+    min(1, p_res(x_i) / q_i(x_i)); on rejection p_res <- norm(max(0, p_res - q_i)) and x_i is
+    removed from q (q renormalised) for the next sibling; if all fail, sample from p_res. Each
+    emitted token is then distributed exactly as p (a chain is the one-sibling special case).
+    """
+    children: dict[int, list[int]] = {}
+    for i, par in enumerate(parents):
+        children.setdefault(par, []).append(i)
+    path, cur = [], -1
+    while True:
+        row, kids = p[cur + 1], children.get(cur, [])
+        if greedy:
+            t = int(row.argmax())
+            nxt = next((c for c in kids if tokens[c] == t), None)
+            if nxt is None:
+                return path, t
+            path.append(nxt)
+            cur = nxt
+            continue
+        if not kids:
+            return path, sample(row, rng)
+        q, p_res, accepted = q_by_parent[cur].clone(), row, None
+        for c in kids:
+            x = tokens[c]
+            if accept_draft(p_res, q, x, rng):
+                accepted = c
+                break
+            p_res = residual(p_res, q)
+            q[x] = 0.0  # the next sibling was drawn from q without x
+            if q.sum() <= 0:
+                break
+            q = q / q.sum()
+        if accepted is None:
+            return path, sample(p_res, rng)
+        path.append(accepted)
+        cur = accepted

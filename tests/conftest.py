@@ -42,3 +42,11 @@ def tiny_draft():
 def tiny_selfdraft():
     """The target's own first layer: a draft that is sometimes right."""
     return tiny_spec("tiny-self", seed=0, truncate_layers=1).load()
+
+
+@pytest.fixture(scope="session")
+def small_models():
+    """A V=4 target and a different V=4 draft with spread-out distributions (distribution tests)."""
+    kw = dict(vocab_size=4, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+              num_key_value_heads=1, init_std=0.2)
+    return tiny_spec("v4-target", seed=3, **kw).load(), tiny_spec("v4-draft", seed=4, **kw).load()

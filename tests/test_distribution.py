@@ -18,17 +18,15 @@ from strategies.base import SamplingParams
 from strategies.pld import PromptLookup
 from strategies.sampling import Sampling
 from strategies.speculative import Speculative
-from tests.conftest import tiny_spec
 
 V, STEPS, N = 4, 3, 3000
 PROMPT = [1, 2, 3, 0, 1, 2, 3, 1]
 
 
 @pytest.fixture(scope="module")
-def small():
-    kw = dict(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-              num_key_value_heads=1, init_std=0.2)
-    return tiny_spec("v4-target", seed=3, **kw).load(), tiny_spec("v4-draft", seed=4, **kw).load()
+def small(small_models):
+    return small_models
+
 
 
 def exact_joint(engine, sp: SamplingParams) -> dict:
