@@ -76,7 +76,8 @@ class HFEngine:
         generator is identical on every device (the copy is one [n, V] row block per forward).
 
         tree: optional bool [n, n], tree[i, j] = token i may attend to new token j (ancestors
-              and itself); every new token attends to the whole cached prefix.
+              and itself); every new token attends to the whole cached prefix. Or bool
+              [n, length + n] over cached AND new positions, for trees grown across forwards.
         depths: [n] depth of each new token below the prefix (position = length + depth);
               defaults to 0..n-1 (a chain).
         hidden_layers: indices into the model's hidden states (0 = embeddings, L = last layer,
@@ -147,10 +148,10 @@ class HFEngine:
 
 
 def tree_mask_4d(tree: torch.Tensor, past: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """[n, n] bool ancestor matrix -> additive mask [1, 1, n, past + n] (0 attend, min blocked)."""
-    tree = torch.as_tensor(tree, dtype=torch.bool)
+    """[n, n] (or [n, past + n]) bool ancestor matrix -> additive mask [1, 1, n, past + n]."""
+    tree = torch.as_tensor(tree, dtype=torch.bool).cpu()
     n = tree.shape[0]
-    allowed = torch.cat([torch.ones(n, past, dtype=torch.bool), tree.cpu()], dim=1)
+    allowed = tree if tree.shape[1] == past + n else torch.cat([torch.ones(n, past, dtype=torch.bool), tree], dim=1)
     mask = torch.zeros(n, past + n, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask.to(device).reshape(1, 1, n, past + n)

@@ -17,6 +17,8 @@ from strategies import probs as P
 from strategies.base import SamplingParams
 from strategies.pld import PromptLookup
 from strategies.sampling import Sampling
+from strategies.dyspec import DySpec
+from strategies.rsd import RSD
 from strategies.speculative import Speculative
 
 V, STEPS, N = 4, 3, 3000
@@ -78,12 +80,15 @@ def test_sampling_matches_processed_target(sp, small):
 
 
 @pytest.mark.parametrize("make", [lambda sp: Speculative(draft=None, k=2, sampling=sp),
-                                  lambda sp: PromptLookup(k=2, sampling=sp)], ids=["speculative", "pld"])
+                                  lambda sp: PromptLookup(k=2, sampling=sp),
+                                  lambda sp: RSD(draft=None, branching=[2, 2], sampling=sp),
+                                  lambda sp: DySpec(draft=None, node_budget=5, max_children=3, sampling=sp)],
+                         ids=["speculative", "pld", "rsd", "dyspec"])
 def test_lossless_strategy_preserves_distribution(make, small):
     target, draft = small
     sp = SamplingParams(temperature=1.0, top_k=3)
     s = make(sp)
-    counts = empirical(s, target, draft if isinstance(s, Speculative) else None)
+    counts = empirical(s, target, draft if not isinstance(s, PromptLookup) else None)
     assert chi2_pvalue(counts, exact_joint(target, sp)) > 1e-3
 
 

@@ -148,3 +148,20 @@ def test_tree_step_preserves_distribution(small_models):
         toks = tuple(s.generate(target, PROMPT, STEPS, torch.Generator().manual_seed(i), draft=draft).tokens)
         counts[toks] = counts.get(toks, 0) + 1
     assert chi2_pvalue(counts, exact_joint(target, sp)) > 1e-3
+
+
+def test_dyspec_and_rsd_tree_shapes(tiny_target, tiny_selfdraft):
+    from strategies.dyspec import DySpec
+    from strategies.rsd import RSD
+
+    d = DySpec(draft=None, node_budget=7, max_children=3).generate(
+        tiny_target, [5, 6, 7, 8], 24, torch.Generator(), draft=tiny_selfdraft)
+    assert d.extra["tree_nodes"] == 7 * d.verifications  # the budget is always spent
+    # one draft forward for the root + one per expanded node (the last popped nodes are not expanded)
+    assert d.draft_forwards <= d.verifications * 7
+    r = RSD(draft=None, branching=[3, 2], max_nodes=0).generate(
+        tiny_target, [5, 6, 7, 8], 24, torch.Generator(), draft=tiny_selfdraft)
+    assert r.extra["tree_nodes"] == 9 * r.verifications and r.draft_forwards == 2 * r.verifications
+    capped = RSD(draft=None, branching=[3, 2], max_nodes=5).generate(
+        tiny_target, [5, 6, 7, 8], 24, torch.Generator(), draft=tiny_selfdraft)
+    assert capped.extra["tree_nodes"] == 5 * capped.verifications
