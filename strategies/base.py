@@ -108,13 +108,13 @@ class Strategy:
         target.rollback(d - n)
         return drafts[:n] + [nxt]
 
-    def verify_tree_step(self, target, seq: list[int], tokens: list[int], parents: list[int],
-                         q_by_parent: dict | None, rng: torch.Generator, trace: Trace) -> list[int]:
-        """Verify a draft token tree in ONE target forward (tree attention mask, positions = depth).
+    def tree_logits(self, target, seq: list[int], tokens: list[int], parents: list[int]) -> torch.Tensor:
+        """ONE target forward over the uncached tail of seq (a chain) + a token tree.
 
-        Same cache invariant as `verify_step`. The uncached tail of seq is fed as a chain, the
-        n tree nodes after it, each attending to the tail and to its own ancestors. Keeps the
-        accepted path's cache slots (`engine.keep`), drops the rest, returns the new tokens.
+        Same cache invariant as `verify_step`. Each node attends to the tail and to its own
+        ancestors, at position = depth. Returns logits [n + 1, V]: row 0 after the tail (the
+        root context), row i + 1 after node i. The n node slots stay cached: call
+        `target.keep(path, n)` once the accepted path is known.
         """
         if any(not -1 <= par < i for i, par in enumerate(parents)):
             raise ValueError("tree nodes must come after their parents (parents[i] < i)")
@@ -131,7 +131,18 @@ class Strategy:
             if par >= 0:
                 allowed[t + i, t:] |= allowed[t + par, t:]
         depths = list(range(t)) + [t + d for d in depth]
-        logits = target.forward(tail + tokens, tree=allowed, depths=torch.tensor(depths))[t - 1:]  # [n+1, V]
+        return target.forward(tail + tokens, tree=allowed, depths=torch.tensor(depths))[t - 1:]
+
+    def verify_tree_step(self, target, seq: list[int], tokens: list[int], parents: list[int],
+                         q_by_parent: dict | None, rng: torch.Generator, trace: Trace) -> list[int]:
+        """Verify a draft token tree in ONE target forward and commit the accepted path.
+
+        Recursive rejection sampling over siblings / longest greedy path (probs.verify_tree);
+        keeps the accepted path's cache slots (`engine.keep`), drops the rest, returns the new
+        tokens (accepted path + correction or bonus token).
+        """
+        n = len(tokens)
+        logits = self.tree_logits(target, seq, tokens, parents)  # [n+1, V]
         p = logits if self.sampling.greedy else self.sampling.probs(logits)
         path, nxt = P.verify_tree(p, tokens, parents, q_by_parent, rng, self.sampling.greedy)
         trace.record_verification(n, len(path))

@@ -134,3 +134,35 @@ def verify_tree(p: torch.Tensor, tokens: list[int], parents: list[int], q_by_par
             return path, sample(p_res, rng)
         path.append(accepted)
         cur = accepted
+
+
+def kseq_rho(p: torch.Tensor, q: torch.Tensor, k: int, iters: int = 40) -> float:
+    """SpecTr's rho for k-sequential selection: the smallest rho in [1, k] with
+    (1 - (1 - beta)^k) / beta <= rho, beta = sum_x min(q(x), p(x)/rho): then the leftover mass
+    p - min(q, p/rho) * (1 - (1 - beta)^k) / beta is non-negative (exactly max(0, p - rho q) at
+    equality) and the acceptance probability is (1 - 1/e)-optimal (Sun et al. 2023)."""
+    def excess(rho):
+        beta = float(torch.minimum(q, p / rho).sum())
+        return (1 - (1 - beta) ** k) / beta - rho if beta > 0 else -rho
+    if k <= 1 or excess(1.0) <= 0:
+        return 1.0
+    lo, hi = 1.0, float(k)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+    return hi
+
+
+def kseq_select(p: torch.Tensor, q: torch.Tensor, cands: list[int], rho: float,
+                rng: torch.Generator) -> tuple[int | None, torch.Tensor]:
+    """k-sequential selection over i.i.d. candidates from q: accept the first x_i with
+    U <= min(1, p(x_i) / (rho q(x_i))). Returns (index of the accepted candidate or None, the
+    distribution to sample from when none is accepted)."""
+    for i, x in enumerate(cands):
+        if float(torch.rand((), generator=rng)) * rho * float(q[x]) < float(p[x]):
+            return i, p
+    k = len(cands)
+    beta = float(torch.minimum(q, p / rho).sum())
+    scale = (1 - (1 - beta) ** k) / beta if beta > 0 else 0.0
+    left = torch.clamp(p - torch.minimum(q, p / rho) * scale, min=0.0)
+    return None, (left / left.sum() if left.sum() > 0 else p)

@@ -19,6 +19,7 @@ from strategies.pld import PromptLookup
 from strategies.sampling import Sampling
 from strategies.dyspec import DySpec
 from strategies.rsd import RSD
+from strategies.spectr import SpecTr
 from strategies.speculative import Speculative
 
 V, STEPS, N = 4, 3, 3000
@@ -82,8 +83,9 @@ def test_sampling_matches_processed_target(sp, small):
 @pytest.mark.parametrize("make", [lambda sp: Speculative(draft=None, k=2, sampling=sp),
                                   lambda sp: PromptLookup(k=2, sampling=sp),
                                   lambda sp: RSD(draft=None, branching=[2, 2], sampling=sp),
-                                  lambda sp: DySpec(draft=None, node_budget=5, max_children=3, sampling=sp)],
-                         ids=["speculative", "pld", "rsd", "dyspec"])
+                                  lambda sp: DySpec(draft=None, node_budget=5, max_children=3, sampling=sp),
+                                  lambda sp: SpecTr(draft=None, num_drafts=3, draft_len=2, sampling=sp)],
+                         ids=["speculative", "pld", "rsd", "dyspec", "spectr"])
 def test_lossless_strategy_preserves_distribution(make, small):
     target, draft = small
     sp = SamplingParams(temperature=1.0, top_k=3)
@@ -99,6 +101,22 @@ def test_wrong_rule_is_detected(small, monkeypatch):
     monkeypatch.setattr(P, "accept_draft", lambda p, q, x, rng: True)
     counts = empirical(Speculative(draft=None, k=2, sampling=sp), target, draft)
     assert chi2_pvalue(counts, exact_joint(target, sp)) < 1e-3
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_kseq_selection_rule_exact(k):
+    """SpecTr's k-sequential selection alone: the emitted token is distributed as p, for rho*."""
+    g = torch.Generator().manual_seed(k)
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    q = torch.tensor([0.1, 0.6, 0.1, 0.2])
+    rho = P.kseq_rho(p, q, k)
+    assert 1.0 <= rho <= k
+    counts, n = np.zeros(4), 20000
+    for _ in range(n):
+        cands = torch.multinomial(q, k, replacement=True, generator=g).tolist()
+        i, left = P.kseq_select(p, q, cands, rho, g)
+        counts[cands[i] if i is not None else P.sample(left, g)] += 1
+    assert chisquare(counts, p.numpy() * n).pvalue > 1e-3
 
 
 def test_verify_chain_rule_exact():
