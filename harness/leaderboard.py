@@ -23,14 +23,14 @@ from pathlib import Path
 from harness import metrics
 from harness.store import read_rows
 
-COLUMNS = ["task", "strategy", "model", "dtype", "max_new_tokens", "draft_model", "n", "errors", "quality",
+COLUMNS = ["task", "task_options", "strategy", "model", "dtype", "max_new_tokens", "draft_model", "n", "errors", "quality",
            "quality_ci_low", "quality_ci_high", "tokens_per_s", "speedup", "mat", "acceptance",
            "forwards_per_token", "mean_ttft_s", "run"]
 # decimals shown in the Markdown table (the CSV and Parquet keep full precision)
 DECIMALS = {"quality": 3, "quality_ci_low": 3, "quality_ci_high": 3, "tokens_per_s": 1, "speedup": 2,
             "mat": 2, "acceptance": 3, "forwards_per_token": 3, "mean_ttft_s": 3}
-SPEEDUP_NOTE = ("speedup = tokens/s ratio vs the newest greedy run (same task, model, dtype, max_new_tokens) "
-                "on the same examples; measured across runs, so indicative only.")
+SPEEDUP_NOTE = ("speedup = tokens/s ratio vs the newest greedy run (same task and task options, model, dtype, "
+                "max_new_tokens) on the same examples; measured across runs, so indicative only.")
 
 
 def load_runs(results: Path, out: Path) -> list[dict]:
@@ -69,8 +69,8 @@ def table_rows(runs: list[dict]) -> list[dict]:
         else:
             sp = math.nan
         draft = (meta.get("strategy_params") or {}).get("draft") or {}
-        task, model, dtype, mnt = metrics.baseline_key(meta)
-        line = {"task": task, "strategy": meta.get("strategy"), "model": model, "dtype": dtype,
+        task, options, model, dtype, mnt = metrics.baseline_key(meta)
+        line = {"task": task, "task_options": options, "strategy": meta.get("strategy"), "model": model, "dtype": dtype,
                 "max_new_tokens": mnt, "draft_model": draft.get("name") if isinstance(draft, dict) else None,
                 **metrics.aggregate(r["rows"]), "speedup": sp, "run": r["dir"].name,
                 "quality_metric": meta.get("quality_metric")}

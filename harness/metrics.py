@@ -51,8 +51,10 @@ def aggregate(rows: list[dict]) -> dict:
 
 
 def baseline_key(meta: dict) -> tuple:
-    """What a plain-decoding baseline must share with a run: task, model, dtype, token budget."""
-    return (meta.get("task"), meta.get("model"), (meta.get("model_spec") or {}).get("dtype"),
+    """What a plain-decoding baseline must share with a run: task (and its options, e.g. a
+    subtask or a document order), model, dtype, token budget."""
+    options = ",".join(f"{k}={v}" for k, v in sorted((meta.get("task_options") or {}).items()))
+    return (meta.get("task"), options, meta.get("model"), (meta.get("model_spec") or {}).get("dtype"),
             meta.get("max_new_tokens"))
 
 

@@ -116,7 +116,10 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
             target = model_spec.load()
             draft = strategy.draft.load() if strategy.draft is not None else None
             check_engines(strategy, target, draft)
+            task_options = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
+                            if k not in ("_target_", "limit", "path")}
             info = {"config_hash": chash, "run": run_name, **names, "task_version": task.version,
+                    "task_options": task_options,
                     "task_source": task.describe()["source"], "model_spec": model_spec.describe(),
                     "strategy_params": strategy.params(), "quality_metric": task.quality_metric,
                     "max_new_tokens": rc.max_new_tokens, "seed": rc.seed, **provenance.machine()}
