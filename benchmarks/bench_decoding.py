@@ -44,8 +44,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("HARNESS_DATA_DIR", ROOT.parent / "shared" / "data"))
-METHODS = ["greedy", "hf-greedy", "speculative", "hf-assisted", "pld", "hf-pld"]
-NEEDS_DRAFT = {"speculative", "hf-assisted"}
+HF_METHODS = ["hf-greedy", "hf-assisted", "hf-pld"]
+# ours: any conf/strategy/<name>.yaml (its YAML defaults; --k-spec / --k-pld set k of speculative / pld)
+OURS = sorted(p.stem for p in (ROOT / "conf" / "strategy").glob("*.yaml"))
+METHODS = ["greedy", "hf-greedy", "speculative", "hf-assisted", "pld", "hf-pld"]  # the default set
+
+
+def load_strategy(name: str, model: str):
+    """A strategy built from its YAML exactly as `python -m harness strategy=<name>` would build it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"strategy={name}", f"model={model}"])
+    return instantiate(cfg.strategy, _convert_="all")
 
 
 def load_engine(name: str, dtype: str, truncate_layers: int | None = None):
@@ -106,15 +118,17 @@ def make_runners(args, target, draft):
     """method name -> fn(prompt_ids, max_new) returning the new token ids."""
     from transformers import DynamicCache
 
-    from strategies.greedy import Greedy
-    from strategies.pld import PromptLookup
-    from strategies.speculative import Speculative
-
     rng = torch.Generator().manual_seed(0)
     model, eos = target.model, sorted(target.eos_ids)
-    ours = {"greedy": (Greedy(), None), "pld": (PromptLookup(k=args.k_pld, max_ngram=args.pld_ngram), None)}
+    ours = {}
+    for name in (m for m in args.methods if m not in HF_METHODS):
+        strategy = load_strategy(name, args.model)
+        if name == "speculative":
+            strategy.k = args.k_spec
+        if name == "pld":
+            strategy.k, strategy.max_ngram = args.k_pld, args.pld_ngram
+        ours[name] = (strategy, draft if strategy.draft is not None else None)
     if draft is not None:
-        ours["speculative"] = (Speculative(draft=None, k=args.k_spec), draft)
         # transformers reads the draft length from the ASSISTANT's generation_config; "constant" keeps
         # it fixed and threshold 0 disables the confidence early stop (default 0.4, adaptive).
         gc = draft.model.generation_config
@@ -160,19 +174,21 @@ def main(argv=None):
     ap.add_argument("--pld-ngram", type=int, default=2, help="max n-gram matched by pld and hf-pld")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma list of our strategies (" + ",".join(OURS) + ") and " + ",".join(HF_METHODS))
     ap.add_argument("--json", default=None, metavar="OUT", help="write the numbers to this file")
     args = ap.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if bad := [m for m in args.methods if m not in METHODS]:
-        ap.error(f"unknown method(s) {bad}; choose from {METHODS}")
+    if bad := [m for m in args.methods if m not in OURS + HF_METHODS]:
+        ap.error(f"unknown method(s) {bad}; choose from {OURS + HF_METHODS}")
 
     torch.set_num_threads(args.threads)
     info = machine()
     print(info, flush=True)
     target = load_engine(args.model, args.dtype)
     draft = None
-    if NEEDS_DRAFT & set(args.methods):
+    if "hf-assisted" in args.methods or any(load_strategy(m, args.model).draft is not None
+                                             for m in args.methods if m not in HF_METHODS):
         draft = load_engine(args.draft, args.dtype) if args.draft else \
             load_engine(args.model, args.dtype, truncate_layers=args.draft_layers)
     print(f"target: {target.name} ({target.num_layers} layers, {args.dtype}); "
