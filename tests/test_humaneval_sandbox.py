@@ -1,0 +1,285 @@
+"""HumanEval + the code sandbox: real data loads, canonical solutions pass, execution is opt-in,
+pass@k is right, and adversarial programs are contained (the test process is unharmed)."""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from tasks import sandbox
+from tasks.humaneval import DISABLED, HumanEval, build_solution, extract_code, pass_at_k
+from tasks.sandbox import processes_of, run_sandboxed
+
+DATA = Path(os.environ["HARNESS_DATA_DIR"])
+HE_FILE = DATA / "humaneval" / "HumanEval.jsonl.gz"
+needs_data = pytest.mark.skipif(not HE_FILE.is_file(), reason=f"{HE_FILE} not found (HARNESS_DATA_DIR)")
+SENT = "__sandbox_test_done__"
+T = 2.0  # timeout of the adversarial programs
+
+
+@pytest.fixture(scope="module")
+def iso() -> str:
+    return sandbox.detect_isolation().label
+
+
+def run(code: str, timeout_s: float = T, **kw):
+    """As the harness does it: the program, then the completion marker."""
+    t0 = time.monotonic()
+    res = run_sandboxed(code + f"\nprint({SENT!r})\n", timeout_s, sentinel=SENT, **kw)
+    assert time.monotonic() - t0 < timeout_s + 6, "the sandbox did not return in time"
+    assert not os.path.exists(res.tmpdir), "the throwaway directory was not removed"
+    assert processes_of(uid=res.uid, marker=res.run_id) == [], "processes left behind"
+    return res
+
+
+def needs_fs(iso):
+    if "ro-fs" not in iso:
+        pytest.skip(f"filesystem isolation not available in this sandbox tier ({iso})")
+
+
+def world_writable_dir() -> Path:
+    """A directory outside the sandbox that anyone may write to: only the read-only mount protects it."""
+    d = Path(tempfile.mkdtemp(prefix="sandbox-victim-", dir="/tmp"))
+    d.chmod(0o777)
+    (d / "keep.txt").write_text("important")
+    (d / "keep.txt").chmod(0o666)
+    return d
+
+
+# ------------------------------------------------------------------------- data, scoring, pass@k
+@needs_data
+def test_real_data_loads():
+    ex = HumanEval().load()
+    assert len(ex) == 164 and len({e["id"] for e in ex}) == 164
+    assert ex[0]["id"] == "HumanEval/0" and ex[0]["entry_point"] == "has_close_elements"
+    assert set(ex[0]) == {"id", "prompt", "test", "entry_point", "canonical_solution"}
+    msg = HumanEval().prompt(ex[0])[0]["content"]
+    assert "```python\n" in msg and "def has_close_elements" in msg
+    assert HumanEval(limit=3).load() == ex[:3]
+    assert HumanEval(path=str(HE_FILE)).load() == ex
+
+
+@needs_data
+def test_canonical_solutions_pass_and_empty_fails():
+    task = HumanEval(execute=True, timeout_s=10)
+    for e in task.load()[:10]:
+        good = task.score(e, e["prompt"] + e["canonical_solution"])
+        assert good["quality"] == 1.0 and good["status"] == "passed", (e["id"], good)
+        assert good["executed"] is True and good["isolation"]
+        bad = task.score(e, "")
+        assert bad["quality"] == 0.0 and bad["status"] == "failed" and bad["reason"], (e["id"], bad)
+    e = task.load()[2]
+    assert task.score(e, e["canonical_solution"])["quality"] == 1.0  # completion style: body only
+    fenced = f"Here you go:\n```python\n{e['prompt']}{e['canonical_solution']}```\nDone."
+    assert task.score(e, fenced)["quality"] == 1.0
+
+
+@needs_data
+def test_all_prompts_are_valid_modules():
+    # build_solution keeps the prompt (imports, helpers) in front of a full definition
+    assert all(compile(e["prompt"], "p", "exec") for e in HumanEval().load())
+
+
+def test_execution_disabled_by_default():
+    e = {"id": "x", "prompt": "def f():\n", "test": "def check(c):\n    assert c() == 1\n",
+         "entry_point": "f", "canonical_solution": "    return 1\n"}
+    out = HumanEval().score(e, "```python\nimport os\nos.system('echo hi')\n```")
+    assert out["quality"] is None and out["executed"] is False
+    assert out["reason"] == DISABLED and "task.execute=true" in out["reason"]
+    with pytest.raises(ConfigError):
+        HumanEval(timeout_s=0)
+
+
+def test_extraction():
+    assert extract_code("a\n```python\nx = 1\n```\n```python\ny = 2\n```") == "x = 1\n"
+    assert extract_code("```\nz = 3\n```") == "z = 3\n"
+    assert extract_code("```py\nunclosed = 1\n") == "unclosed = 1\n"
+    assert extract_code("    return 1\n") == "    return 1\n"
+    e = {"prompt": "from typing import List\n\ndef f(x: List[int]):\n    \"\"\"doc\"\"\"\n", "entry_point": "f"}
+    ext, sol = build_solution(e, "```python\ndef f(x):\n    return 1\n```")
+    assert ext == "def f(x):\n    return 1\n" and sol.startswith("from typing import List")
+    ext, sol = build_solution(e, "    return 2\n")
+    assert ext == sol == e["prompt"] + "    return 2\n"
+
+
+def test_pass_at_k():
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert pass_at_k(5, 0, 1) == 0.0 and pass_at_k(5, 0, 5) == 0.0
+    assert pass_at_k(5, 5, 1) == 1.0 and pass_at_k(5, 5, 5) == 1.0
+    assert pass_at_k(10, 3, 5) == pytest.approx(1 - math.comb(7, 5) / math.comb(10, 5))  # = 11/12
+    assert pass_at_k(10, 3, 5) == pytest.approx(11 / 12)
+    assert pass_at_k(10, 6, 5) == 1.0  # n - c < k
+    assert pass_at_k(200, 17, 10) == pytest.approx(1 - math.comb(183, 10) / math.comb(200, 10))
+    for bad in [(5, 6, 1), (5, 2, 0), (5, 2, 6), (5, -1, 1)]:
+        with pytest.raises(ValueError):
+            pass_at_k(*bad)
+
+
+# ------------------------------------------------------------------------- the sandbox, adversarially
+def test_plain_program_and_failures(iso):
+    assert run("print('hello')").passed
+    r = run("assert 1 + 1 == 3")
+    assert r.status == "failed" and "AssertionError" in r.reason and "assert 1 + 1 == 3" in r.reason
+    r = run("undefined_name")
+    assert r.status == "failed" and "NameError" in r.reason
+    assert r.isolation.startswith(iso)
+
+
+def test_infinite_loop_times_out():
+    r = run("while True:\n    pass")
+    assert r.status == "timeout" and not r.passed and r.seconds < T + 4
+    r = run("import time\ntime.sleep(1000)")  # wall clock, not CPU
+    assert r.status == "timeout" and r.seconds < T + 4
+
+
+def test_fork_bomb_is_contained():
+    code = ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
+    r = run(code)  # run() asserts nothing with the run's uid or argv marker is left
+    assert not r.passed and r.status in ("timeout", "failed", "killed") and r.seconds < T + 4
+    # a plain `while True: os.fork()` as well
+    r = run("import os\nwhile True:\n    os.fork()")
+    assert not r.passed
+
+
+def test_background_process_is_killed_when_the_program_ends(iso):
+    if "uid-drop" not in iso:
+        pytest.skip(f"no per-run uid in this tier ({iso}): a renamed daemon cannot be found to check")
+    # daemons that leave the process group and outlive the program (renamed by exec: no argv marker)
+    code = ("import os, subprocess\n"
+            "if os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '300'])\n"
+            "subprocess.Popen(['sleep', '301'], start_new_session=True)\n")
+    r = run(code)
+    assert r.passed  # the program itself finished; nothing with its uid is left (checked in run())
+    assert r.uid is not None
+
+
+def test_memory_hog_is_contained():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    r = run("x = bytearray(10 * 1024 ** 3)\nprint(len(x))")
+    assert not r.passed and r.status in ("failed", "killed")
+    assert r.status == "killed" or "MemoryError" in r.reason
+    r = run("a = []\nwhile True:\n    a.append(bytearray(50 * 1024 * 1024))", memory_mb=512)
+    assert not r.passed and r.status in ("failed", "killed")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KB
+
+
+def test_huge_output_keeps_the_caller_bounded():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    r = run("import sys\nfor _ in range(1024):\n    sys.stdout.write('x' * (1 << 20))")  # 1 GB
+    assert not r.passed and r.status in ("failed", "killed", "exit")
+    assert len(r.stdout_tail) <= 65536
+    r = run("import sys\nfor _ in range(1024):\n    sys.stderr.write('y' * (1 << 20))")
+    assert not r.passed and len(r.stderr_tail) <= 65536
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # KB
+
+
+def test_early_exit_is_not_a_pass():
+    for stmt in ("import sys\nsys.exit(0)", "import os\nos._exit(0)"):
+        r = run(stmt)
+        assert not r.passed and r.status == "failed" and "exited before the tests finished" in r.reason
+    r = run("import sys\nsys.exit(3)")
+    assert r.status == "exit" and "code 3" in r.reason
+    r = run("import os\nos.kill(os.getpid(), 9)")
+    assert r.status == "killed" and "SIGKILL" in r.reason
+
+
+@needs_data
+def test_early_exit_through_the_task():
+    task = HumanEval(execute=True, timeout_s=5)
+    e = task.load()[0]
+    for body in ("    import sys; sys.exit(0)\n", "    import os; os._exit(0)\n"):
+        out = task.score(e, body)
+        assert out["quality"] == 0.0 and "exited before the tests finished" in out["reason"]
+
+
+def test_shell_commands_run_but_cannot_escape(iso, tmp_path):
+    victim = world_writable_dir()
+    try:
+        code = (f"import os, subprocess\n"
+                f"os.system('echo pwned > {victim}/a.txt 2>/dev/null')\n"
+                f"subprocess.run(['sh', '-c', 'echo pwned > {victim}/b.txt 2>/dev/null'])\n"
+                f"subprocess.run(['sh', '-c', 'echo pwned > {tmp_path}/c.txt 2>/dev/null'])\n"
+                f"os.system('rm -rf {victim} 2>/dev/null')\n"
+                f"print(subprocess.run(['echo', 'hello-from-child'], capture_output=True, text=True).stdout)\n")
+        r = run(code)
+        assert r.passed and "hello-from-child" in r.stdout_tail  # commands do run, inside
+        assert not (tmp_path / "c.txt").exists()
+        needs_fs(iso)
+        assert not (victim / "a.txt").exists() and not (victim / "b.txt").exists()
+        assert (victim / "keep.txt").read_text() == "important"
+    finally:
+        shutil.rmtree(victim, ignore_errors=True)
+
+
+def test_python_writes_and_deletes_outside_fail(iso):
+    victim = world_writable_dir()
+    try:
+        r = run(f"open('{victim}/new.txt', 'w').write('x')")
+        needs_fs(iso)
+        assert r.status == "failed" and ("Read-only" in r.reason or "Permission" in r.reason), r.reason
+        assert not (victim / "new.txt").exists()
+        r = run(f"import shutil\nshutil.rmtree('{victim}')")
+        assert r.status == "failed" and (victim / "keep.txt").read_text() == "important"
+        r = run(f"open('{victim}/keep.txt', 'w').write('overwritten')")
+        assert r.status == "failed" and (victim / "keep.txt").read_text() == "important"
+    finally:
+        shutil.rmtree(victim, ignore_errors=True)
+
+
+def test_home_is_the_throwaway_dir(iso):
+    real_home = Path.home()
+    probe = real_home / f"sandbox_probe_{os.getpid()}"
+    r = run("import os\nopen(os.path.expanduser('~/x.txt'), 'w').write('ok')\n"
+            "print(os.path.expanduser('~'), os.getcwd())\n"
+            f"try:\n    open('{probe}', 'w').write('escaped')\nexcept OSError as e:\n    print('denied', e)\n")
+    assert r.passed and "denied" in r.stdout_tail
+    assert not probe.exists() and str(real_home) not in r.stdout_tail.split("denied")[0]
+
+
+def test_no_network(iso):
+    if "netns" not in iso:
+        pytest.skip(f"no network namespace in this sandbox tier ({iso}): connect would succeed")
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.setblocking(False)
+    port = srv.getsockname()[1]
+    try:
+        r = run(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+                "s.sendall(b'escaped')")
+        assert r.status == "failed" and ("OSError" in r.reason or "Error" in r.reason), r.reason
+        assert "unreachable" in r.reason.lower() or "refused" in r.reason.lower(), r.reason
+        with pytest.raises(BlockingIOError):
+            srv.accept()  # nobody connected
+        r = run("import socket\nsocket.getaddrinfo('example.com', 80)")
+        assert r.status == "failed"
+    finally:
+        srv.close()
+
+
+def test_unprivileged_in_full_tier(iso):
+    if "uid-drop" not in iso:
+        pytest.skip(f"privileges are not dropped in this sandbox tier ({iso})")
+    r = run("import os\nassert os.getuid() != 0 and os.geteuid() != 0\n"
+            "try:\n    os.listdir('/root/.ssh')\nexcept OSError:\n    pass\nelse:\n    raise SystemExit('read /root')\n"
+            "import subprocess\nassert subprocess.run(['mount', '-o', 'remount,rw', '/'], "
+            "capture_output=True).returncode != 0\n")
+    assert r.passed, (r.reason, r.stderr_tail[-500:])
+
+
+def test_weakest_tier_says_so():
+    if os.geteuid() == 0:
+        r = run("print(1)", isolation="none")
+        assert r.passed and r.isolation.startswith("none: NO network")
+        assert (r.uid is not None) == ("unprivileged uid" in r.isolation)
+    with pytest.raises(sandbox.SandboxError):
+        run_sandboxed("print(1)", 1, isolation="bogus")
