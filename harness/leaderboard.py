@@ -69,10 +69,12 @@ def table_rows(runs: list[dict]) -> list[dict]:
         else:
             sp = math.nan
         draft = (meta.get("strategy_params") or {}).get("draft") or {}
+        agg = metrics.aggregate(r["rows"])
+        secondary = agg.pop("score_means")
         task, options, model, dtype, mnt = metrics.baseline_key(meta)
         line = {"task": task, "task_options": options, "strategy": meta.get("strategy"), "model": model, "dtype": dtype,
                 "max_new_tokens": mnt, "draft_model": draft.get("name") if isinstance(draft, dict) else None,
-                **metrics.aggregate(r["rows"]), "speedup": sp, "run": r["dir"].name,
+                **agg, "speedup": sp, **{f"score_{k}": v for k, v in secondary.items()}, "run": r["dir"].name,
                 "quality_metric": meta.get("quality_metric")}
         lines.append(line)
     return lines
@@ -140,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     for task, df in df_all.groupby("task", dropna=False, sort=True):
         df = df.sort_values(["model", "dtype", "max_new_tokens", "strategy", "run"], na_position="last")
         qm = next((m for m in df["quality_metric"] if m), "quality")
+        extra = sorted(c for c in df.columns if c.startswith("score_") and df[c].notna().any())
+        full = df[COLUMNS + extra].reset_index(drop=True)  # CSV / Parquet: + the task's secondary metrics
         df = df[COLUMNS].reset_index(drop=True)
         name = safe_name(task)
-        df.to_csv(out / f"{name}.csv", index=False)
-        df.to_parquet(out / f"{name}.parquet", index=False)
+        full.to_csv(out / f"{name}.csv", index=False)
+        full.to_parquet(out / f"{name}.parquet", index=False)
         write_markdown(df, out / f"{name}.md", str(task), qm)
         write_plot(df, out / f"{name}_quality_vs_speed.png", str(task), qm)
         index.append(f"- **{task}** ({len(df)} run(s), quality = {qm}): [{name}.md]({name}.md), "

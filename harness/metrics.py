@@ -47,7 +47,20 @@ def aggregate(rows: list[dict]) -> dict:
         "forwards_per_token": _ratio(tot["target_forwards"], tot["new_tokens"]),
         "mean_ttft_s": float(np.mean(ttft)) if ttft else math.nan,
         **{f"total_{k}": v for k, v in tot.items()},
+        "score_means": score_means(ok),
     }
+
+
+def score_means(rows: list[dict]) -> dict:
+    """Mean of every numeric per-row task statistic (e.g. gsm8k strict_match and flexible_match,
+    SQuAD F1, edits): the task's secondary metrics, beside `quality`."""
+    sums: dict = {}
+    for r in rows:
+        for k, v in (r.get("score") or {}).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "quality":
+                n, t = sums.get(k, (0, 0.0))
+                sums[k] = (n + 1, t + float(v))
+    return {k: t / n for k, (n, t) in sorted(sums.items())}
 
 
 def baseline_key(meta: dict) -> tuple:
