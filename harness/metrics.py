@@ -48,6 +48,7 @@ def aggregate(rows: list[dict]) -> dict:
         "mean_ttft_s": float(np.mean(ttft)) if ttft else math.nan,
         **{f"total_{k}": v for k, v in tot.items()},
         "score_means": score_means(ok),
+        **pass_at_k_by_example(ok),
     }
 
 
@@ -61,6 +62,32 @@ def score_means(rows: list[dict]) -> dict:
                 n, t = sums.get(k, (0, 0.0))
                 sums[k] = (n + 1, t + float(v))
     return {k: t / n for k, (n, t) in sorted(sums.items())}
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c passed: 1 - C(n-c, k) / C(n, k), computed as the
+    numerically stable product 1 - prod_{i=n-c+1}^{n} (1 - k/i) (Chen et al. 2021, Fig. 3)."""
+    if not (0 <= c <= n) or not (1 <= k <= n):
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n (got n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_at_k_by_example(rows: list[dict], ks=(1, 2, 5, 10, 20, 50, 100)) -> dict:
+    """Unbiased pass@k averaged over examples, from n samples per example (rows sharing an
+    example_id; a sample passes when quality == 1). Only k <= the smallest n is reported;
+    empty when every example has a single sample."""
+    by_ex: dict = {}
+    for r in rows:
+        if r.get("quality") is not None:
+            n, c = by_ex.get(r["example_id"], (0, 0))
+            by_ex[r["example_id"]] = (n + 1, c + (r["quality"] == 1))
+    if not by_ex or min(n for n, _ in by_ex.values()) < 2:
+        return {}
+    n_min = min(n for n, _ in by_ex.values())
+    return {f"pass@{k}": float(np.mean([pass_at_k(n, c, k) for n, c in by_ex.values()]))
+            for k in ks if k <= n_min}
 
 
 def baseline_key(meta: dict) -> tuple:

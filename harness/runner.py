@@ -231,6 +231,8 @@ def format_summary(s: dict) -> str:
              f"   tokens/s {f(s['tokens_per_s'], '.2f')}   MAT {f(s['mat'], '.2f')}   acceptance "
              f"{f(s['acceptance'], '.3f')}   forwards/token {f(s['forwards_per_token'], '.3f')}   "
              f"TTFT {f(s['mean_ttft_s'], '.3f')} s"]
+    if any(k.startswith("pass@") for k in s):
+        lines.append("   " + "   ".join(f"{k} {v:.3f}" for k, v in s.items() if k.startswith("pass@")))
     if s.get("score_means"):
         lines.append("   " + "   ".join(f"{k} {v:.3f}" for k, v in list(s["score_means"].items())[:8]))
     if "speedup" in s:

@@ -25,9 +25,9 @@ import re
 import secrets
 from pathlib import Path
 
-import numpy as np
 
 from harness.errors import ConfigError
+from harness.metrics import pass_at_k  # noqa: F401  (re-exported: the one definition lives in metrics)
 from tasks.base import Task, load_hub
 
 FIELDS = ("task_id", "prompt", "test", "entry_point", "canonical_solution")
@@ -38,16 +38,6 @@ MAX_EXTRACTED = 4000
 
 _PY_BLOCK = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\r?\n(.*?)(?:```|\Z)", re.S | re.I)
 _ANY_BLOCK = re.compile(r"```[^\n`]*\r?\n(.*?)(?:```|\Z)", re.S)
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c passed: 1 - C(n-c, k) / C(n, k), computed as the
-    numerically stable product 1 - prod_{i=n-c+1}^{n} (1 - k/i) (Chen et al. 2021, Fig. 3)."""
-    if not (0 <= c <= n) or not (1 <= k <= n):
-        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n (got n={n}, c={c}, k={k})")
-    if n - c < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
 def extract_code(output: str) -> str:
