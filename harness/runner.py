@@ -116,6 +116,7 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
             target = model_spec.load()
             draft = strategy.draft.load() if strategy.draft is not None else None
             check_engines(strategy, target, draft)
+            strategy.setup(target, draft)
             task_options = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
                             if k not in ("_target_", "limit", "path")}
             info = {"config_hash": chash, "run": run_name, **names, "task_version": task.version,

@@ -67,6 +67,10 @@ class Strategy:
             out["draft"] = self.draft.describe()
         return out
 
+    def setup(self, target, draft=None) -> None:
+        """Called once by the runner after the models load, outside any example's timing (e.g.
+        to profile the machine). Whatever it sets must be recorded in the rows."""
+
     def generate(self, target, prompt_ids: list[int], max_new_tokens: int, rng: torch.Generator,
                  draft=None) -> Trace:
         raise NotImplementedError

@@ -30,7 +30,7 @@ class Speculative(Strategy):
         trace, snap = self.begin(target, draft)
         seq = list(prompt_ids)  # the first verification forward also prefills the prompt
         while not trace.done(target.eos_ids, max_new_tokens):
-            k = min(self.k, max_new_tokens - len(trace.tokens))
+            k = self.draft_length(trace, max_new_tokens - len(trace.tokens))
             # 1. draft k tokens with q (the draft catches up on tokens it has not seen first)
             drafts, qs, feed = [], [], seq[draft.length:]
             for _ in range(k):
@@ -50,3 +50,7 @@ class Speculative(Strategy):
             seq += new
             trace.emit(new)
         return self.end(trace, snap, target, max_new_tokens, draft)
+
+    def draft_length(self, trace, remaining: int) -> int:
+        """Draft tokens for the next step (fixed k here; adaptive methods override this)."""
+        return min(self.k, remaining)

@@ -19,6 +19,7 @@ from strategies.pld import PromptLookup
 from strategies.sampling import Sampling
 from strategies.dyspec import DySpec
 from strategies.rsd import RSD
+from strategies.smartspec import SmartSpec
 from strategies.spectr import SpecTr
 from strategies.speculative import Speculative
 
@@ -84,8 +85,10 @@ def test_sampling_matches_processed_target(sp, small):
                                   lambda sp: PromptLookup(k=2, sampling=sp),
                                   lambda sp: RSD(draft=None, branching=[2, 2], sampling=sp),
                                   lambda sp: DySpec(draft=None, node_budget=5, max_children=3, sampling=sp),
-                                  lambda sp: SpecTr(draft=None, num_drafts=3, draft_len=2, sampling=sp)],
-                         ids=["speculative", "pld", "rsd", "dyspec", "spectr"])
+                                  lambda sp: SpecTr(draft=None, num_drafts=3, draft_len=2, sampling=sp),
+                                  lambda sp: SmartSpec(draft=None, k_max=3, sampling=sp, step_model={
+                                      "target_a": 1.0, "target_b": 0.05, "draft_token_s": 0.1})],
+                         ids=["speculative", "pld", "rsd", "dyspec", "spectr", "smartspec"])
 def test_lossless_strategy_preserves_distribution(make, small):
     target, draft = small
     sp = SamplingParams(temperature=1.0, top_k=3)

@@ -1,0 +1,39 @@
+"""SmartSpec chooses K by goodput: off when drafting cannot pay, k_max when it is nearly free."""
+
+import pytest
+import torch
+
+from strategies.greedy import Greedy
+from strategies.smartspec import SmartSpec, expected_tokens
+
+
+def test_expected_tokens():
+    assert expected_tokens(0, 0.7) == pytest.approx(1.0)
+    assert expected_tokens(3, 0.5) == pytest.approx(1 + 0.5 + 0.25 + 0.125)
+    assert expected_tokens(4, 1.0) == 5.0
+
+
+def test_turns_speculation_off_when_it_would_lose(tiny_target, tiny_selfdraft):
+    costly = {"target_a": 1.0, "target_b": 0.01, "draft_token_s": 5.0}  # a draft token costs 5 target steps
+    s = SmartSpec(draft=None, k_max=6, step_model=costly)
+    ref = Greedy().generate(tiny_target, [1, 2, 3, 4], 30, torch.Generator()).tokens
+    tr = s.generate(tiny_target, [1, 2, 3, 4], 30, torch.Generator(), draft=tiny_selfdraft)
+    assert tr.tokens == ref
+    assert tr.draft_forwards == 0 and tr.drafted == 0 and tr.extra["k_chosen"] == 0
+    assert tr.extra["steps_without_speculation"] == tr.target_forwards == len(ref)
+
+
+def test_speculates_fully_when_drafting_is_free(tiny_target, tiny_selfdraft):
+    free = {"target_a": 1.0, "target_b": 0.0, "draft_token_s": 0.0}
+    tr = SmartSpec(draft=None, k_max=5, step_model=free, prior_accept=0.9).generate(
+        tiny_target, [1, 2, 3, 4], 30, torch.Generator(), draft=tiny_selfdraft)
+    assert tr.extra["steps_without_speculation"] == 0 and tr.drafted > 0
+
+
+def test_profiles_the_machine_once(tiny_target, tiny_selfdraft):
+    s = SmartSpec(draft=None, k_max=4)
+    s.setup(tiny_target, tiny_selfdraft)
+    m = dict(s.step_model)
+    assert set(m) == {"target_a", "target_b", "draft_token_s"} and all(v >= 0 for v in m.values())
+    tr = s.generate(tiny_target, [1, 2, 3], 10, torch.Generator(), draft=tiny_selfdraft)
+    assert s.step_model == m and tr.extra["step_model_target_a"] == m["target_a"]  # recorded in the row
