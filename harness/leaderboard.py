@@ -69,8 +69,8 @@ def table_rows(runs: list[dict]) -> list[dict]:
         else:
             sp = math.nan
         draft = (meta.get("strategy_params") or {}).get("draft") or {}
-        agg = metrics.aggregate(r["rows"])
-        secondary = agg.pop("score_means")
+        agg = metrics.aggregate(r["rows"], meta.get("secondary_metrics", ()))
+        secondary = agg.pop("secondary")
         task, options, model, dtype, mnt = metrics.baseline_key(meta)
         line = {"task": task, "task_options": options, "strategy": meta.get("strategy"), "model": model, "dtype": dtype,
                 "max_new_tokens": mnt, "draft_model": draft.get("name") if isinstance(draft, dict) else None,

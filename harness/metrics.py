@@ -30,8 +30,11 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else math.nan
 
 
-def aggregate(rows: list[dict]) -> dict:
-    """Summary numbers of a list of rows (one run, or one run restricted to some examples)."""
+def aggregate(rows: list[dict], secondary=()) -> dict:
+    """Summary numbers of a list of rows (one run, or one run restricted to some examples).
+
+    secondary: the task's secondary metrics (Task.secondary_metrics), each a per-row score key
+    to average ("strict_match") or a ratio of sums ("corpus_wer=edits/ref_words")."""
     ok = [r for r in rows if not r.get("error")]
     q = [r["quality"] for r in ok if r.get("quality") is not None]
     tot = {k: sum(r.get(k) or 0 for r in ok) for k in
@@ -47,21 +50,25 @@ def aggregate(rows: list[dict]) -> dict:
         "forwards_per_token": _ratio(tot["target_forwards"], tot["new_tokens"]),
         "mean_ttft_s": float(np.mean(ttft)) if ttft else math.nan,
         **{f"total_{k}": v for k, v in tot.items()},
-        "score_means": score_means(ok),
+        "secondary": secondary_metrics(ok, secondary),
         **pass_at_k_by_example(ok),
     }
 
 
-def score_means(rows: list[dict]) -> dict:
-    """Mean of every numeric per-row task statistic (e.g. gsm8k strict_match and flexible_match,
-    SQuAD F1, edits): the task's secondary metrics, beside `quality`."""
-    sums: dict = {}
-    for r in rows:
-        for k, v in (r.get("score") or {}).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "quality":
-                n, t = sums.get(k, (0, 0.0))
-                sums[k] = (n + 1, t + float(v))
-    return {k: t / n for k, (n, t) in sorted(sums.items())}
+def secondary_metrics(rows: list[dict], specs) -> dict:
+    """The task's secondary metrics over rows: means of score keys, or ratios of summed keys."""
+    out = {}
+    for spec in specs:
+        name, _, ratio = spec.partition("=")
+        if ratio:
+            num, den = ratio.split("/")
+            d = sum((r.get("score") or {}).get(den) or 0 for r in rows)
+            out[name] = sum((r.get("score") or {}).get(num) or 0 for r in rows) / d if d else math.nan
+        else:
+            vals = [(r.get("score") or {}).get(name) for r in rows]
+            vals = [float(v) for v in vals if isinstance(v, (int, float))]
+            out[name] = float(np.mean(vals)) if vals else math.nan
+    return out
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -123,7 +123,8 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
                     "task_options": task_options,
                     "task_source": task.describe()["source"], "model_spec": model_spec.describe(),
                     "strategy_params": strategy.params(), "quality_metric": task.quality_metric,
-                    "max_new_tokens": rc.max_new_tokens, "seed": rc.seed, **provenance.machine()}
+                    "max_new_tokens": rc.max_new_tokens, "seed": rc.seed,
+                    "secondary_metrics": list(task.secondary_metrics), **provenance.machine()}
             meta_path.write_text(json.dumps(info, indent=1, default=str))
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             _loop(task, strategy, target, draft, todo, rc, writer, info)
@@ -206,7 +207,7 @@ def summarize(run_dir: Path, rc) -> dict:
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"run": run_dir.name}
     summary = {"run": run_dir.name, **{k: meta.get(k) for k in ("task", "strategy", "model")},
-               **metrics.aggregate(rows)}
+               **metrics.aggregate(rows, meta.get("secondary_metrics", ()))}
     base_dir = None
     if rc.baseline == "auto":
         base_dir = find_baseline(run_dir.parent, meta)
@@ -234,8 +235,8 @@ def format_summary(s: dict) -> str:
              f"TTFT {f(s['mean_ttft_s'], '.3f')} s"]
     if any(k.startswith("pass@") for k in s):
         lines.append("   " + "   ".join(f"{k} {v:.3f}" for k, v in s.items() if k.startswith("pass@")))
-    if s.get("score_means"):
-        lines.append("   " + "   ".join(f"{k} {v:.3f}" for k, v in list(s["score_means"].items())[:8]))
+    if s.get("secondary"):
+        lines.append("   " + "   ".join(f"{k} {f(v, '.3f')}" for k, v in s["secondary"].items()))
     if "speedup" in s:
         lines.append(f"   speedup vs {s['baseline']}: {f(s['speedup'], '.2f')}x on {s['speedup_examples']} "
                      f"common example(s) (across runs: indicative only)")

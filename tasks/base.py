@@ -21,6 +21,9 @@ class Task:
     name = "task"
     version = "0"
     quality_metric = "accuracy"  # what "quality" means in this task's rows
+    # secondary metrics in summaries / leaderboard CSV: a score key to average, or
+    # "name=numerator/denominator" for a ratio of summed score keys (see harness.metrics)
+    secondary_metrics: tuple[str, ...] = ()
 
     def __init__(self, limit: int | None = None, path: str | None = None):
         self.limit = limit

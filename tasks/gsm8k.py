@@ -21,6 +21,7 @@ class GSM8K(Task):
     name = "gsm8k"
     version = "1"
     data_dir = "gsm8k"
+    secondary_metrics = ("strict_match", "flexible_match")
 
     def __init__(self, limit=None, path=None, config: str = "main", split: str = "test"):
         super().__init__(limit, path)

@@ -199,6 +199,7 @@ class HyPoradise(Task):
     version = "1"
     data_dir = "hyporadise"
     quality_metric = "wer"  # per-row quality = utterance WER: LOWER is better
+    secondary_metrics = ("corpus_wer=edits/ref_words",)
 
     def __init__(self, limit=None, path=None, sets=DEFAULT_SETS, shots: int = 0, shot_set: str | None = None,
                  normalize: str = "paper"):

@@ -219,6 +219,7 @@ class MultiHopQA(Task):
     version = "1"
     data_dir = "multihop_qa"
     quality_metric = "substring_em"
+    secondary_metrics = ("squad_em", "squad_f1")
 
     def __init__(self, limit=None, path=None, dataset: str = "musique", order: str = "original",
                  k: int = 1, prompt_style: str = "answer_only", seed: int = 0,

@@ -290,6 +290,7 @@ class ParallelBench(Task):
     name = "parallelbench"
     version = "1"
     data_dir = "parallelbench"
+    secondary_metrics = ("quality_strict",)  # list and sudoku tasks: strict output format
 
     def __init__(self, limit=None, path=None, subtask: str = "waiting_line/copy"):
         super().__init__(limit, path)

@@ -26,7 +26,9 @@ def test_aggregate_is_total_over_total_and_skips_errors():
 def test_secondary_metrics_are_averaged():
     rows = [row("a", 1.0, score={"strict_match": 1.0, "flexible_match": 1.0, "extracted": "3"}),
             row("b", 0.0, score={"strict_match": 0.0, "flexible_match": 1.0, "extracted": None})]
-    assert metrics.aggregate(rows)["score_means"] == {"flexible_match": 1.0, "strict_match": 0.5}
+    agg = metrics.aggregate(rows, ("strict_match", "flexible_match", "missing", "ratio=strict_match/flexible_match"))
+    assert agg["secondary"]["strict_match"] == 0.5 and agg["secondary"]["flexible_match"] == 1.0
+    assert math.isnan(agg["secondary"]["missing"]) and agg["secondary"]["ratio"] == 0.5
 
 
 def test_pass_at_k_over_samples():
