@@ -134,3 +134,28 @@ def test_multirun_sweep_with_joblib(tmp_path):
     assert p.returncode == 0, err
     names = [d.name for d in run_dirs(tmp_path)]
     assert len(names) == 2 and any("-greedy-" in n for n in names) and any("-pld-" in n for n in names)
+
+
+STATEFUL_COUNTERS = {"smartspec": {"drafted", "accepted", "accept_hist", "draft_forwards", "target_forwards",
+                                   "target_tokens_fed", "verifications", "extra"}}  # profiled step model (recorded)
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted((ROOT / "conf" / "strategy").glob("*.yaml"))
+                                  if not p.stem.startswith("nbest_")])
+def test_every_strategy_carries_no_state_across_examples(name, tmp_path):
+    """Reversed example order gives the same rows (outputs and counters) for every strategy."""
+    text = (ROOT / "conf" / "strategy" / f"{name}.yaml").read_text()
+    over = ["task.limit=3", "run.max_new_tokens=10", f"strategy={name}"]
+    if "/model@draft" in text:
+        over += ["model@strategy.draft=tiny_random", "strategy.draft.truncate_layers=1"]
+    if "temperature:" in text:
+        over += ["strategy.sampling.temperature=1.0"]
+    run(cfg_for(tmp_path / "a", *over))
+    run(cfg_for(tmp_path / "b", *over, "task._target_=tests.helpers.ReversedDemo"))
+    (a,), (b,) = run_dirs(tmp_path / "a"), run_dirs(tmp_path / "b")
+    skip = TIMING | {"run", "config_hash", "timestamp"} | STATEFUL_COUNTERS.get(name, set())
+    ra = sorted(({k: v for k, v in r.items() if k not in skip} for r in read_rows(a / "rows.jsonl")),
+                key=lambda r: r["example_id"])
+    rb = sorted(({k: v for k, v in r.items() if k not in skip} for r in read_rows(b / "rows.jsonl")),
+                key=lambda r: r["example_id"])
+    assert len(ra) == 3 and all(r["error"] is None for r in ra) and ra == rb
