@@ -32,17 +32,18 @@ class Speculative(Strategy):
         while not trace.done(target.eos_ids, max_new_tokens):
             k = self.draft_length(trace, max_new_tokens - len(trace.tokens))
             # 1. draft k tokens with q (the draft catches up on tokens it has not seen first)
-            drafts, qs, feed = [], [], seq[draft.length:]
+            drafts, qs, feed, p_all_accepted = [], [], seq[draft.length:], 1.0
             for _ in range(k):
                 q_logits = draft.forward(feed, last_only=True)  # [V]
-                if s.greedy:
-                    x = int(q_logits.argmax())
-                else:
-                    q = s.probs(q_logits)
-                    x = int(torch.multinomial(q, 1, generator=rng))
+                q = s.probs(q_logits)
+                x = int(q_logits.argmax()) if s.greedy else int(torch.multinomial(q, 1, generator=rng))
+                if not s.greedy:
                     qs.append(q)
                 drafts.append(x)
                 feed = [x]
+                p_all_accepted *= self.accept_estimate(q_logits, q, x)
+                if self.stop_drafting(len(drafts), p_all_accepted):
+                    break
             # 2-3. verify in one target forward, accept/reject, correction or bonus token
             new = self.verify_step(target, seq, drafts, torch.stack(qs) if qs else None, rng, trace)
             # the draft cached seq + drafts[:k-1]; keep only what was accepted
@@ -54,3 +55,11 @@ class Speculative(Strategy):
     def draft_length(self, trace, remaining: int) -> int:
         """Draft tokens for the next step (fixed k here; adaptive methods override this)."""
         return min(self.k, remaining)
+
+    def accept_estimate(self, q_logits, q, x: int) -> float:
+        """Predicted probability that draft x will be accepted (used by adaptive stopping)."""
+        return 1.0
+
+    def stop_drafting(self, n_drafted: int, p_all_accepted: float) -> bool:
+        """Stop drafting early? Fixed-k speculative decoding never does."""
+        return False

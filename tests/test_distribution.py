@@ -20,6 +20,7 @@ from strategies.sampling import Sampling
 from strategies.dyspec import DySpec
 from strategies.rsd import RSD
 from strategies.smartspec import SmartSpec
+from strategies.specdec_pp import SpecDecPP
 from strategies.spectr import SpecTr
 from strategies.speculative import Speculative
 
@@ -90,6 +91,14 @@ def test_sampling_matches_processed_target(sp, small):
                                       "target_a": 1.0, "target_b": 0.05, "draft_token_s": 0.1})],
                          ids=["speculative", "pld", "rsd", "dyspec", "spectr", "smartspec"])
 def test_lossless_strategy_preserves_distribution(make, small):
+    _check_distribution(make, small)
+
+
+def test_specdec_pp_confidence_preserves_distribution(small):
+    _check_distribution(lambda sp: SpecDecPP(draft=None, threshold=0.5, k_min=1, k_max=2, sampling=sp), small)
+
+
+def _check_distribution(make, small):
     target, draft = small
     sp = SamplingParams(temperature=1.0, top_k=3)
     s = make(sp)

@@ -37,3 +37,17 @@ def test_profiles_the_machine_once(tiny_target, tiny_selfdraft):
     assert set(m) == {"target_a", "target_b", "draft_token_s"} and all(v >= 0 for v in m.values())
     tr = s.generate(tiny_target, [1, 2, 3], 10, torch.Generator(), draft=tiny_selfdraft)
     assert s.step_model == m and tr.extra["step_model_target_a"] == m["target_a"]  # recorded in the row
+
+
+def test_specdec_pp_confidence_adapts_the_draft_length(tiny_target, tiny_selfdraft):
+    from strategies.specdec_pp import SpecDecPP
+
+    ref = Greedy().generate(tiny_target, [9, 8, 7], 40, torch.Generator()).tokens
+    cautious = SpecDecPP(draft=None, threshold=0.01, k_min=2, k_max=20).generate(
+        tiny_target, [9, 8, 7], 40, torch.Generator(), draft=tiny_selfdraft)
+    bold = SpecDecPP(draft=None, threshold=0.999999, k_min=2, k_max=6).generate(
+        tiny_target, [9, 8, 7], 40, torch.Generator(), draft=tiny_selfdraft)
+    assert cautious.tokens == ref == bold.tokens
+    # a random tiny draft is never confident: the cautious one stops at k_min, the bold one at k_max
+    assert cautious.drafted <= 2 * cautious.verifications
+    assert bold.drafted > 2 * bold.verifications
