@@ -27,7 +27,7 @@ class SpecDecPP(Speculative):
 
     def accept_estimate(self, q_logits, q, x: int) -> float:
         """The draft's confidence in its own token: q(x), or its softmax probability when greedy
-        (where the processed q is one-hot)."""
+        (where no q is computed)."""
         return float(torch.softmax(q_logits, -1)[x]) if self.sampling.greedy else float(q[x])
 
     def stop_drafting(self, n_drafted: int, p_all_accepted: float) -> bool:

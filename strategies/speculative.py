@@ -35,7 +35,7 @@ class Speculative(Strategy):
             drafts, qs, feed, p_all_accepted = [], [], seq[draft.length:], 1.0
             for _ in range(k):
                 q_logits = draft.forward(feed, last_only=True)  # [V]
-                q = s.probs(q_logits)
+                q = None if s.greedy else s.probs(q_logits)  # greedy needs no q (one-hot)
                 x = int(q_logits.argmax()) if s.greedy else int(torch.multinomial(q, 1, generator=rng))
                 if not s.greedy:
                     qs.append(q)
