@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,6 @@ class ModelSpec:
     device: str = "cpu"
     truncate_layers: int = 0
     revision: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if isinstance(self.pack, dict) or (self.pack is not None and not isinstance(self.pack, Pack)):
