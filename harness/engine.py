@@ -20,6 +20,10 @@ from collections.abc import Sequence
 import torch
 
 
+# architectures whose decoder layers `forward_layers` drives directly (embed -> layers -> norm -> head)
+EARLY_EXIT_ARCHS = ("llama", "qwen2")
+
+
 class HFEngine:
     """A transformers causal LM with a DynamicCache, batch size 1."""
 
@@ -37,7 +41,9 @@ class HFEngine:
         types = getattr(model.config, "layer_types", None) or []
         sliding = any(t != "full_attention" for t in types)
         # Capabilities are declared, not discovered by failure: strategies list what they need.
-        self.capabilities = frozenset({"hidden_states"} | (set() if sliding else {"rollback", "tree_mask"}))
+        self.capabilities = frozenset({"hidden_states"} | (set() if sliding else {"rollback", "tree_mask"})
+                                      | ({"early_exit"} if not sliding and getattr(model.config, "model_type", "")
+                                         in EARLY_EXIT_ARCHS else set()))
         eos = set()
         for src in (getattr(tokenizer, "eos_token_id", None), getattr(model.generation_config, "eos_token_id", None)
                     if getattr(model, "generation_config", None) is not None else None):
@@ -56,6 +62,7 @@ class HFEngine:
         """Empty the KV cache (start of an example). Counters are not touched."""
         self.cache = self._cache_cls(config=self.model.config)
         self.hidden = {}
+        self._prefix = None  # (prompt ids, prompt KV, last logits) shared by fork()
 
     @property
     def length(self) -> int:
@@ -67,9 +74,9 @@ class HFEngine:
 
     # ------------------------------------------------------------------ compute
     @torch.inference_mode()
-    def forward(self, ids: Sequence[int] | torch.Tensor, *, tree: torch.Tensor | None = None,
+    def forward(self, ids: Sequence[int] | torch.Tensor | None = None, *, tree: torch.Tensor | None = None,
                 depths: torch.Tensor | None = None, hidden_layers: Sequence[int] = (),
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Feed `ids` after the cached prefix; return float32 CPU logits [n, V] (or [V] if last_only).
 
         Logits come back on the CPU whatever the device, so sampling with the runner's CPU
@@ -82,9 +89,14 @@ class HFEngine:
               defaults to 0..n-1 (a chain).
         hidden_layers: indices into the model's hidden states (0 = embeddings, L = last layer,
               after the final norm) to keep in `self.hidden` as [n, d].
+        embeds: float [n, d] input vectors fed INSTEAD of ids (e.g. a weighted sum of `embed()`
+              rows: superposed decoding); same cache, positions, masks and counters.
         """
-        ids_t = torch.as_tensor(ids, dtype=torch.long, device=self.device).reshape(1, -1)
-        n = ids_t.shape[1]
+        if embeds is not None:
+            x = {"inputs_embeds": embeds.reshape(1, -1, embeds.shape[-1]).to(self.device, self.model.dtype)}
+        else:
+            x = {"input_ids": torch.as_tensor(ids, dtype=torch.long, device=self.device).reshape(1, -1)}
+        n = next(iter(x.values())).shape[1]
         past = self.length
         kw = {}
         if tree is not None or depths is not None:
@@ -94,8 +106,7 @@ class HFEngine:
             kw["attention_mask"] = tree_mask_4d(tree, past, self.model.dtype, self.device)
         if last_only and not hidden_layers:
             kw["logits_to_keep"] = 1
-        out = self.model(input_ids=ids_t, cache=self.cache, use_cache=True,
-                         output_hidden_states=bool(hidden_layers), **kw)
+        out = self.model(**x, cache=self.cache, use_cache=True, output_hidden_states=bool(hidden_layers), **kw)
         self.forwards += 1
         self.tokens_fed += n
         if hidden_layers:
@@ -103,6 +114,13 @@ class HFEngine:
         logits = out.logits[0, -1:] if last_only else out.logits[0]
         logits = logits.float().cpu()
         return logits[-1] if last_only else logits
+
+    @torch.inference_mode()
+    def embed(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """The model's input embeddings of `ids` [n, d] (its own embedding module, so any
+        built-in scaling is included), on the device, in the model's dtype; for `forward(embeds=)`."""
+        ids_t = torch.as_tensor(ids, dtype=torch.long, device=self.device).reshape(1, -1)
+        return self.model.get_input_embeddings()(ids_t)[0]
 
     def rollback(self, n: int) -> None:
         """Forget the last n cached positions (n = 0 is a no-op)."""
@@ -121,6 +139,105 @@ class HFEngine:
         for layer in self.cache.layers:
             layer.keys = torch.cat([layer.keys[:, :, :base], layer.keys.index_select(2, idx)], dim=2)
             layer.values = torch.cat([layer.values[:, :, :base], layer.values.index_select(2, idx)], dim=2)
+
+    # ------------------------------------------------------------------ early exit (layer ranges)
+    def layer_length(self, layer: int) -> int:
+        """Cached positions of one decoder layer (layers differ only after `forward_layers`)."""
+        return self.cache.layers[layer].get_seq_length()
+
+    def crop_to(self, length: int) -> None:
+        """Cut every cache layer holding more than `length` positions back to `length` (undoes
+        `forward_layers`' partial writes; `rollback` removes the same count from every layer)."""
+        for layer in self.cache.layers:
+            extra = layer.get_seq_length() - length
+            if extra > 0:
+                layer.crop(-extra)
+
+    @torch.inference_mode()
+    def forward_layers(self, x, start: int, stop: int, *, logits: bool = True, last_only: bool = False):
+        """Run only decoder layers [start, stop) (early exit, nested sub-models), with their KV.
+
+        x: token ids (start must be 0: embeddings first), or a float hidden state [n, d] entering
+           layer `start` (what an earlier call returned for layer start - 1).
+        The n positions follow layer `start`'s cached length, which every layer in [start, stop)
+        must share; only those layers' caches grow (call `crop_to` before a full forward).
+        Returns (hidden [n, d] after layer stop - 1, un-normed, on the device;
+        logits = final norm + LM head of it, float32 CPU [n, V] ([V] if last_only), or None).
+        Not counted in `forwards` / `tokens_fed` (those count full forwards): callers count.
+        """
+        if "early_exit" not in self.capabilities:
+            raise NotImplementedError(f"{self.name}: forward_layers supports {', '.join(EARLY_EXIT_ARCHS)} "
+                                      f"models without sliding-window layers")
+        from transformers.masking_utils import create_causal_mask
+
+        base = self.model.model
+        if not 0 <= start < stop <= self.num_layers:
+            raise ValueError(f"layer range [{start}, {stop}) outside 0..{self.num_layers}")
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            h = x.reshape(1, -1, x.shape[-1]).to(self.device, self.model.dtype)
+        else:
+            if start != 0:
+                raise ValueError("token ids enter at layer 0; pass a hidden state to start deeper")
+            h = base.embed_tokens(torch.as_tensor(x, dtype=torch.long, device=self.device).reshape(1, -1))
+        past = self.layer_length(start)
+        if any(self.layer_length(i) != past for i in range(start + 1, stop)):
+            raise ValueError(f"layers {start}..{stop - 1} hold different cached lengths")
+        pos = (past + torch.arange(h.shape[1], device=self.device)).reshape(1, -1)
+        mask = create_causal_mask(config=base.config, inputs_embeds=h, attention_mask=None, cache=self.cache,
+                                  position_ids=pos, layer_idx=start)
+        pe = base.rotary_emb(h, position_ids=pos)
+        for layer in base.layers[start:stop]:
+            h = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=pos, cache=self.cache,
+                      use_cache=True)
+        h = h[0]
+        return h, (self.head(h[-1] if last_only else h) if logits else None)
+
+    @torch.inference_mode()
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final norm + LM head on hidden states [..., d] (e.g. `self.hidden[l]`, l < num_layers):
+        the logits an exit after layer l would give. float32 CPU [..., V]."""
+        h = h.to(self.device, self.model.dtype)
+        return self.model.lm_head(self.model.model.norm(h)).float().cpu()
+
+    # ------------------------------------------------------------------ batches (test-time search)
+    @torch.inference_mode()
+    def last_logits_batch(self, seqs: Sequence[Sequence[int]], count: bool = True) -> torch.Tensor:
+        """Next-token logits after each of several independent sequences: ONE left-padded
+        forward with its own throwaway cache (the engine's cache is not touched). [B, V].
+        count=False leaves the engine's counters alone (a judge borrowing the policy's weights
+        counts its own calls)."""
+        if not seqs or any(len(s) == 0 for s in seqs):
+            raise ValueError("last_logits_batch needs non-empty sequences")
+        B, M = len(seqs), max(len(s) for s in seqs)
+        ids = torch.zeros(B, M, dtype=torch.long)
+        mask = torch.zeros(B, M, dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, M - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[r, M - len(s):] = 1
+        pos = (mask.cumsum(1) - 1).clamp_min(0)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=pos.to(self.device), use_cache=False, logits_to_keep=1)
+        if count:
+            self.forwards += 1
+            self.tokens_fed += int(mask.sum())
+        return out.logits[:, -1].float().cpu()
+
+    def fork(self, prompt_ids: Sequence[int], suffixes: Sequence[Sequence[int]]) -> "Fork":
+        """B continuations of one prompt that share its KV: the prompt is prefilled once (and
+        reused while the same prompt is forked again, until `reset()`), its cache is repeated
+        B times, and each row's own suffix is fed in one padded forward. See `Fork`."""
+        key = tuple(int(t) for t in prompt_ids)
+        if not key:
+            raise ValueError("fork needs a non-empty prompt")
+        if self._prefix is None or self._prefix[0] != key:
+            cache = self._cache_cls(config=self.model.config)
+            ids = torch.as_tensor(key, dtype=torch.long, device=self.device).reshape(1, -1)
+            with torch.inference_mode():
+                out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+            self.forwards += 1
+            self.tokens_fed += len(key)
+            self._prefix = (key, cache, out.logits[0, -1].float().cpu())
+        return Fork(self, self._prefix[1], self._prefix[2], len(key), suffixes)
 
     # ------------------------------------------------------------------ text
     def render(self, messages: list[dict] | str) -> list[int]:
@@ -155,3 +272,84 @@ def tree_mask_4d(tree: torch.Tensor, past: int, dtype: torch.dtype, device) -> t
     mask = torch.zeros(n, past + n, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask.to(device).reshape(1, 1, n, past + n)
+
+
+class Fork:
+    """B rows = one shared prompt + a per-row suffix, grown one token per row per forward.
+
+        fork = engine.fork(prompt, [suffix_a, suffix_b, ...])   # one forward for all suffixes
+        fork.logits                                             # [B, V] next-token logits
+        fork.step([tok_a, tok_b, ...])                          # one batched forward, updates logits
+        fork.select([0, 2])                                     # keep some rows (drop finished ones)
+
+    Rows have suffixes of different lengths: they are left-padded AFTER the prompt, pad slots
+    are masked out for every query, and each row's positions continue its own sequence, so a
+    row's logits equal those of its sequence fed alone (tests/test_search.py checks this).
+    Counts its forwards and fed tokens on the engine.
+    """
+
+    def __init__(self, engine: HFEngine, prompt_cache, prompt_logits: torch.Tensor, P: int,
+                 suffixes: Sequence[Sequence[int]]):
+        self.engine = engine
+        B = len(suffixes)
+        if B == 0:
+            raise ValueError("fork needs at least one row")
+        M = max(len(s) for s in suffixes)
+        self.cache = engine._cache_cls(config=engine.model.config)
+        for i, layer in enumerate(prompt_cache.layers):
+            self.cache.update(layer.keys.expand(B, -1, -1, -1).contiguous(),
+                              layer.values.expand(B, -1, -1, -1).contiguous(), i)
+        lens = torch.tensor([len(s) for s in suffixes])
+        self.allowed = torch.ones(B, P + M, dtype=torch.bool)  # which cached slots each row sees
+        for r, n in enumerate(lens.tolist()):
+            self.allowed[r, P:P + M - n] = False
+        self.next_pos = P + lens  # absolute position of each row's next token
+        self.logits = prompt_logits.expand(B, -1).clone()
+        if M:
+            ids = torch.zeros(B, M, dtype=torch.long)
+            for r, s in enumerate(suffixes):
+                if len(s):
+                    ids[r, M - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+            pos = (P + lens - M).reshape(-1, 1) + torch.arange(M).reshape(1, -1)  # pads get < P: masked
+            q_allowed = self.allowed[:, None, :].expand(B, M, P + M).clone()
+            causal = torch.tril(torch.ones(M, M, dtype=torch.bool))
+            q_allowed[:, :, P:] &= causal
+            q_allowed[:, :, :P] = True
+            out = self._forward(ids, pos.clamp_min(0), q_allowed)
+            has = lens > 0
+            self.logits[has] = out[has, -1]
+            engine.tokens_fed += int(lens.sum())
+
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, q_allowed: torch.Tensor) -> torch.Tensor:
+        e = self.engine
+        dtype = e.model.dtype
+        mask = torch.zeros(q_allowed.shape, dtype=dtype)
+        mask.masked_fill_(~q_allowed, torch.finfo(dtype).min)
+        with torch.inference_mode():
+            out = e.model(input_ids=ids.to(e.device), cache=self.cache, use_cache=True,
+                          position_ids=pos.to(e.device), attention_mask=mask[:, None].to(e.device))
+        e.forwards += 1
+        return out.logits.float().cpu()
+
+    @property
+    def rows(self) -> int:
+        return self.allowed.shape[0]
+
+    def step(self, tokens: Sequence[int]) -> torch.Tensor:
+        """Append one token to every row; returns (and stores) the new logits [B, V]."""
+        B = self.rows
+        if len(tokens) != B:
+            raise ValueError(f"step needs one token per row ({B}), got {len(tokens)}")
+        self.allowed = torch.cat([self.allowed, torch.ones(B, 1, dtype=torch.bool)], dim=1)
+        ids = torch.as_tensor(list(tokens), dtype=torch.long).reshape(B, 1)
+        out = self._forward(ids, self.next_pos.reshape(B, 1), self.allowed[:, None, :])
+        self.next_pos = self.next_pos + 1
+        self.engine.tokens_fed += B
+        self.logits = out[:, -1]
+        return self.logits
+
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep only these rows, in this order."""
+        idx = torch.as_tensor(list(rows), dtype=torch.long)
+        self.cache.batch_select_indices(idx.to(self.engine.device))
+        self.allowed, self.next_pos, self.logits = self.allowed[idx], self.next_pos[idx], self.logits[idx]

@@ -71,10 +71,13 @@ def table_rows(runs: list[dict]) -> list[dict]:
         draft = (meta.get("strategy_params") or {}).get("draft") or {}
         agg = metrics.aggregate(r["rows"], meta.get("secondary_metrics", ()))
         secondary = agg.pop("secondary")
+        extra = agg.pop("extra_per_example", {})
         task, options, model, dtype, mnt = metrics.baseline_key(meta)
         line = {"task": task, "task_options": options, "strategy": meta.get("strategy"), "model": model, "dtype": dtype,
                 "max_new_tokens": mnt, "draft_model": draft.get("name") if isinstance(draft, dict) else None,
-                **agg, "speedup": sp, **{f"score_{k}": v for k, v in secondary.items()}, "run": r["dir"].name,
+                **agg, "speedup": sp, **{f"score_{k}": v for k, v in secondary.items()},
+                **{f"extra_{k}": v for k, v in extra.items()}, "run": r["dir"].name,
+                "budget": (meta.get("strategy_params") or {}).get("budget"),
                 "quality_metric": meta.get("quality_metric")}
         lines.append(line)
     return lines
@@ -117,6 +120,33 @@ def write_plot(df, path: Path, task: str, quality_metric: str) -> None:
     plt.close(fig)
 
 
+def write_budget_plot(df, path: Path, task: str, quality_metric: str) -> None:
+    """Quality vs mean generated tokens per example (all candidates counted), one line per
+    strategy and model through its budget sweep (the A*-decoding paper's comparison)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for (strategy, model), g in df.groupby(["strategy", "model"], sort=True):
+        g = g.sort_values("extra_generated_tokens")
+        ax.plot(g["extra_generated_tokens"], g["quality"], marker="o", label=f"{strategy} / {model}")
+        for rec in g.to_dict("records"):
+            if rec.get("budget"):
+                ax.annotate(str(rec["budget"]), (rec["extra_generated_tokens"], rec["quality"]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("generated tokens per example (all candidates, log scale)")
+    ax.set_ylabel(f"quality ({quality_metric})")
+    ax.set_title(f"{task}: {quality_metric} vs generated tokens")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def safe_name(task: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(task))
 
@@ -142,8 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     for task, df in df_all.groupby("task", dropna=False, sort=True):
         df = df.sort_values(["model", "dtype", "max_new_tokens", "strategy", "run"], na_position="last")
         qm = next((m for m in df["quality_metric"] if m), "quality")
-        extra = sorted(c for c in df.columns if c.startswith("score_") and df[c].notna().any())
-        full = df[COLUMNS + extra].reset_index(drop=True)  # CSV / Parquet: + the task's secondary metrics
+        extra = sorted(c for c in df.columns if c.startswith(("score_", "extra_")) and df[c].notna().any())
+        full = df[COLUMNS + extra].reset_index(drop=True)  # CSV / Parquet: + secondary metrics, strategy counters
+        if "extra_generated_tokens" in df.columns and df["extra_generated_tokens"].notna().any():
+            plot = out / f"{safe_name(task)}_accuracy_vs_tokens.png"
+            write_budget_plot(df[df["extra_generated_tokens"].notna()], plot, str(task), qm)
+            print(f"[leaderboard] {task}: {plot.name} (test-time scaling: quality vs generated tokens)")
         df = df[COLUMNS].reset_index(drop=True)
         name = safe_name(task)
         full.to_csv(out / f"{name}.csv", index=False)

@@ -51,8 +51,21 @@ def aggregate(rows: list[dict], secondary=()) -> dict:
         "mean_ttft_s": float(np.mean(ttft)) if ttft else math.nan,
         **{f"total_{k}": v for k, v in tot.items()},
         "secondary": secondary_metrics(ok, secondary),
+        "extra_per_example": extra_means(ok),
         **pass_at_k_by_example(ok),
     }
+
+
+def extra_means(rows: list[dict]) -> dict:
+    """Per-example means of the strategies' own counters (trace.extra: generated tokens over all
+    candidates, PRM calls, tree nodes, ...), over the rows that report them."""
+    sums: dict = {}
+    for r in rows:
+        for k, v in (r.get("extra") or {}).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                s, n = sums.get(k, (0.0, 0))
+                sums[k] = (s + v, n + 1)
+    return {k: s / n for k, (s, n) in sorted(sums.items())}
 
 
 def secondary_metrics(rows: list[dict], specs) -> dict:

@@ -86,6 +86,8 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
             not (Path(rc.results_dir) / rc.baseline / "rows.jsonl").exists():
         raise ConfigError(f"baseline run '{rc.baseline}' has no rows.jsonl (give a run folder, 'auto' or null)")
     task, strategy, model_spec = build(cfg)
+    if hasattr(strategy, "bind_task"):  # search/voting strategies get the answer functions (never the gold)
+        strategy.bind_task(task)
     task.check_data()
     examples = task.load()
     ids = [e["id"] for e in examples]
@@ -156,7 +158,8 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
     row = {"run": info["run"], "config_hash": info["config_hash"], "example_id": ex["id"], "sample": s,
            "seed": seed, "task": info["task"], "task_version": info["task_version"],
            "strategy": info["strategy"], "model": info["model"], "dtype": info["model_spec"]["dtype"],
-           "draft_model": info["strategy_params"].get("draft", {}).get("name"), "error": None}
+           "draft_model": info["strategy_params"].get("draft", {}).get("name"),
+           "scorer": info["strategy_params"].get("scorer"), "error": None}
     try:
         messages = task.prompt(ex)
         prompt_ids = target.render(messages)
@@ -164,7 +167,8 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
         row["prompt_tokens"] = len(prompt_ids)
         rng = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        trace = strategy.generate(target, prompt_ids, rc.max_new_tokens, rng, draft=draft)
+        kw = {"messages": messages} if getattr(strategy, "needs_messages", False) else {}
+        trace = strategy.generate(target, prompt_ids, rc.max_new_tokens, rng, draft=draft, **kw)
         wall = time.perf_counter() - t0
         text = target.decode(trace.tokens)
         stats = task.score(ex, text)
@@ -237,6 +241,10 @@ def format_summary(s: dict) -> str:
         lines.append("   " + "   ".join(f"{k} {v:.3f}" for k, v in s.items() if k.startswith("pass@")))
     if s.get("secondary"):
         lines.append("   " + "   ".join(f"{k} {f(v, '.3f')}" for k, v in s["secondary"].items()))
+    ex = s.get("extra_per_example") or {}
+    if "generated_tokens" in ex:  # test-time search: the budget actually spent per example
+        lines.append("   per example: " + "   ".join(f"{k} {ex[k]:.1f}" for k in
+                     ("generated_tokens", "candidates", "prm_calls", "policy_forwards") if k in ex))
     if "speedup" in s:
         lines.append(f"   speedup vs {s['baseline']}: {f(s['speedup'], '.2f')}x on {s['speedup_examples']} "
                      f"common example(s) (across runs: indicative only)")

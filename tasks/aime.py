@@ -153,6 +153,13 @@ class AIME(Task):
     def prompt(self, example):
         return [{"role": "user", "content": example["problem"] + INSTRUCTION}]
 
+    votes = True
+
+    def extract_answer(self, output):
+        """As in `score`: the boxed integer, else the last number when nothing is boxed."""
+        boxed = last_boxed(output)
+        return normalize_aime(boxed) if boxed is not None else normalize_aime(last_number(output or ""))
+
     def score(self, example, output):
         boxed = last_boxed(output)
         strict = normalize_aime(boxed)

@@ -38,6 +38,18 @@ class Task:
     def score(self, example: dict, output: str) -> dict:
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ answers (for voting / search)
+    # Strategies that vote or search over answers get these two functions (never the gold).
+    votes = False  # True when extract_answer / same_answer are meaningful for this task
+
+    def extract_answer(self, output: str):
+        """The final answer in a model output (hashable; None when there is none)."""
+        raise ConfigError(f"task {self.name} defines no final answer to vote on")
+
+    def same_answer(self, a, b) -> bool:
+        """Whether two extracted answers are equivalent (exact equality unless overridden)."""
+        return a == b
+
     def check_data(self) -> None:
         """Fail early (before any model loads) when the configured data cannot be found."""
         self.local_dir()

@@ -52,9 +52,16 @@ class GSM8K(Task):
     def prompt(self, example):
         return [{"role": "user", "content": INSTRUCTION + example["question"]}]
 
+    votes = True
+
+    def extract_answer(self, output):
+        """As in `score`: the '#### ' number, else the last number (normalised)."""
+        strict = strict_final_number(output)
+        return strict if strict is not None else last_number(output)
+
     def score(self, example, output):
         strict, flexible = strict_final_number(output), last_number(output)
-        extracted = strict if strict is not None else flexible
+        extracted = self.extract_answer(output)
         return {"extracted": extracted, "quality": float(extracted == example["gold"]),
                 "strict_match": float(strict == example["gold"]),
                 "flexible_match": float(flexible == example["gold"])}

@@ -64,8 +64,19 @@ class MATH500(Task):
     def prompt(self, example):
         return [{"role": "user", "content": example["problem"] + INSTRUCTION}]
 
+    votes = True
+
+    def extract_answer(self, output):
+        return last_boxed(output)
+
+    def same_answer(self, a, b) -> bool:
+        """math-verify equivalence (in the worker, with the timeout); a timeout is 'different'."""
+        if a is None or b is None:
+            return a is b
+        return a == b or compare_math(a, b, self.verify_timeout_s)[0]
+
     def score(self, example, output):
-        extracted = last_boxed(output)
+        extracted = self.extract_answer(output)
         ok, how = compare_math(example["answer"], extracted, self.verify_timeout_s)
         return {"quality": float(ok), "extracted": extracted, "verify": how,
                 "subject": example["subject"], "level": example["level"]}

@@ -1,0 +1,251 @@
+"""Shared machinery for test-time scaling and search (../shared/STRATEGIES.md §C).
+
+- `StepSampler.extend`: grows many continuations of one prompt in ONE batched forward per
+  token, sharing the prompt's KV (`HFEngine.fork`): N samples cost N rows of one batch, not N
+  sequential generations. A reasoning step ends at a blank line ("\\n\\n"); a row stops at its
+  step end, at EOS, or when its solution reaches the token budget.
+- `Candidate`: a partial or finished solution (its steps as token lists and texts).
+- `SearchStrategy`: the base of every search/voting strategy: binds the task's answer functions
+  (`extract_answer`, `same_answer`: never the gold answer) and the scorer, and turns the chosen
+  candidate into a Trace whose `extra` carries the budget counters every row reports:
+  generated_tokens (all tokens sampled, over all candidates), prm_calls, prm_tokens,
+  candidates, policy_forwards.
+- `vote`: answer classes (equivalence from the task) and their weights.
+
+Every search strategy reports accuracy together with these counters so methods compare at
+equal budgets (the accuracy-vs-tokens plot: `python -m harness.search_plot`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from harness.errors import ConfigError
+from harness.scorers import AGGREGATES, aggregate
+from harness.trace import Trace
+from strategies.base import Strategy
+
+STEP_END = "\n\n"
+
+
+@dataclass
+class Candidate:
+    steps: list[list[int]] = field(default_factory=list)  # token ids of each step
+    texts: list[str] = field(default_factory=list)  # decoded text of each step
+    finished: bool = False  # EOS emitted or the token budget reached
+    eos: bool = False
+    logprob: float = 0.0  # sum of the policy's log-probabilities (temperature 1) of its tokens
+    scores: list[float] = field(default_factory=list)  # scorer's per-step scores (when scored)
+
+    @property
+    def tokens(self) -> list[int]:
+        return [t for s in self.steps for t in s]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+    def child(self, step: list[int], text: str, eos: bool, finished: bool, logprob: float) -> "Candidate":
+        return Candidate(self.steps + [step], self.texts + [text], finished, eos, self.logprob + logprob,
+                         list(self.scores))
+
+
+class StepSampler:
+    """Batched sampling of next steps (or whole solutions) from shared-prompt forks."""
+
+    def __init__(self, engine, sampling, max_step_tokens: int = 256):
+        self.engine, self.sampling, self.max_step_tokens = engine, sampling, max_step_tokens
+        self._text: dict[int, str] = {}
+        self.generated = 0  # tokens sampled so far (all rows)
+
+    def token_text(self, t: int) -> str:
+        s = self._text.get(t)
+        if s is None:
+            s = self._text[t] = self.engine.tokenizer.decode([t])
+        return s
+
+    def decode(self, ids: list[int]) -> str:
+        return self.engine.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def extend(self, prompt_ids: list[int], parents: list[Candidate], rng: torch.Generator,
+               max_new_tokens: int, whole: bool = False, stop_first: bool = False) -> list[Candidate]:
+        """One new step (or, with whole=True, the rest of the solution) for each parent.
+
+        Parents may repeat (N samples of one prefix). Rows grow in lockstep in one batched
+        forward per token; a row leaves the batch when its step ends. stop_first=True ends ALL
+        rows as soon as one row emits EOS (first-finish search); unfinished rows come back with
+        finished=False and eos=False.
+        """
+        if not parents:
+            return []
+        eos_ids = self.engine.eos_ids
+        fork = self.engine.fork(prompt_ids, [p.tokens for p in parents])
+        rows = list(range(len(parents)))  # live row -> parent index
+        toks: list[list[int]] = [[] for _ in parents]
+        texts = [""] * len(parents)
+        lps = [0.0] * len(parents)
+        ended = [False] * len(parents)
+        eos = [False] * len(parents)
+        room = [max_new_tokens - len(p.tokens) for p in parents]
+        if min(room) <= 0:
+            raise ValueError("a parent already fills the token budget")
+        while rows:
+            logits = fork.logits  # [live, V]
+            if self.sampling.greedy:
+                nxt = logits.argmax(-1)
+            else:
+                nxt = torch.multinomial(self.sampling.probs(logits), 1, generator=rng).reshape(-1)
+            lp = torch.log_softmax(logits, -1).gather(1, nxt.reshape(-1, 1)).reshape(-1)
+            keep, feed = [], []
+            first_eos = False
+            for j, r in enumerate(rows):
+                t = int(nxt[j])
+                toks[r].append(t)
+                lps[r] += float(lp[j])
+                self.generated += 1
+                if t in eos_ids:
+                    eos[r] = ended[r] = first_eos = True
+                    continue
+                texts[r] += self.token_text(t)
+                if len(toks[r]) >= room[r] or len(toks[r]) >= self.max_step_tokens and not whole:
+                    ended[r] = True
+                    continue
+                if not whole and STEP_END in texts[r].lstrip():
+                    ended[r] = True
+                    continue
+                keep.append(j)
+                feed.append(t)
+            if stop_first and first_eos:
+                break
+            if not keep:
+                break
+            if len(keep) < len(rows):
+                fork.select(keep)
+                rows = [rows[j] for j in keep]
+            fork.step(feed)
+        out = []
+        for r, par in enumerate(parents):
+            text = self.decode([t for t in toks[r] if t not in eos_ids])
+            full = len(par.tokens) + len(toks[r]) >= max_new_tokens
+            out.append(par.child(toks[r], text, eos[r], eos[r] or full, lps[r]))
+        return out
+
+
+def split_steps(text: str) -> list[str]:
+    """A finished solution's steps: the text split at blank lines (empty pieces dropped)."""
+    return [s for s in (p.strip() for p in text.split(STEP_END)) if s]
+
+
+class SearchStrategy(Strategy):
+    """Base of the test-time scaling strategies: sampling many candidates, scoring, choosing."""
+
+    lossless = False
+    needs_messages = True  # the runner passes the chat messages (the question for the scorer)
+    needs_answers = False  # True: the task must define extract_answer / same_answer (voting)
+    uses_scorer = False
+
+    def __init__(self, sampling=None, scorer=None, aggregate: str = "last", max_step_tokens: int = 256):
+        super().__init__(sampling)
+        if aggregate not in AGGREGATES:
+            raise ConfigError(f"{self.name}: aggregate must be one of {', '.join(AGGREGATES)}, got '{aggregate}'")
+        if max_step_tokens < 1:
+            raise ConfigError(f"{self.name}: max_step_tokens must be >= 1")
+        if self.uses_scorer and scorer is None:
+            raise ConfigError(f"{self.name} needs a scorer (strategy.scorer)")
+        self.scorer, self.aggregate, self.max_step_tokens = scorer, aggregate, max_step_tokens
+        self.extract_answer = self.same_answer = None
+
+    def params(self) -> dict:
+        out = super().params()
+        if self.scorer is not None:
+            out["scorer"] = self.scorer.describe()["name"]
+        return out
+
+    def bind_task(self, task) -> None:
+        """Called by the runner before models load: the answer functions, never the gold."""
+        if self.needs_answers and not getattr(task, "votes", False):
+            raise ConfigError(f"strategy {self.name} votes on final answers, which task {task.name} does not define")
+        if getattr(task, "votes", False):
+            self.extract_answer, self.same_answer = task.extract_answer, task.same_answer
+
+    def setup(self, target, draft=None) -> None:
+        if self.scorer is not None:
+            self.scorer.bind(target)
+
+    # ------------------------------------------------------------------ per example
+    def start(self, target, messages):
+        """Reset, and return (trace, counter snapshot, sampler, question text, scorer snapshot)."""
+        trace, snap = self.begin(target)
+        question = _question(messages)
+        sc = (self.scorer.calls, self.scorer.tokens) if self.scorer is not None else (0, 0)
+        return trace, snap, StepSampler(target, self.sampling, self.max_step_tokens), question, sc
+
+    def score(self, question: str, cands: list[Candidate], last_only: bool = False) -> list[float]:
+        """Scorer values: the aggregate over every step (or the newest step's score, kept in
+        cand.scores so that later aggregates need no rescoring)."""
+        if last_only:
+            vals = self.scorer.score_last(question, [c.texts for c in cands])
+            for c, v in zip(cands, vals):
+                c.scores = c.scores[: len(c.steps) - 1] + [v]
+            return [aggregate(c.scores, self.aggregate) for c in cands]
+        per_step = self.scorer.score(question, [split_steps(c.text) or [c.text] for c in cands])
+        for c, s in zip(cands, per_step):
+            c.scores = s
+        return [aggregate(s, self.aggregate) for s in per_step]
+
+    def finish(self, trace: Trace, snap, target, max_new_tokens, chosen: Candidate, sampler: StepSampler,
+               sc, n_candidates: int, **extra) -> Trace:
+        trace.emit(chosen.tokens)
+        trace.extra.update({"generated_tokens": sampler.generated, "candidates": n_candidates,
+                            "policy_forwards": target.forwards - snap[0][0]})
+        if self.scorer is not None:
+            trace.extra.update({"prm_calls": self.scorer.calls - sc[0], "prm_tokens": self.scorer.tokens - sc[1]})
+        trace.extra.update(extra)
+        return self.end(trace, snap, target, max_new_tokens)
+
+    # ------------------------------------------------------------------ voting
+    def answer_classes(self, cands: list[Candidate]) -> list[tuple[object, list[int]]]:
+        """Group candidates by equivalent final answers: [(answer, [candidate indices])] in order
+        of first appearance. Candidates without an answer form no class."""
+        classes: list[tuple[object, list[int]]] = []
+        exact: dict = {}
+        for i, c in enumerate(cands):
+            a = self.extract_answer(c.text)
+            if a is None:
+                continue
+            if a in exact:
+                classes[exact[a]][1].append(i)
+                continue
+            for k, (rep, members) in enumerate(classes):
+                if self.same_answer(rep, a):
+                    members.append(i)
+                    exact[a] = k
+                    break
+            else:
+                exact[a] = len(classes)
+                classes.append((a, [i]))
+        return classes
+
+
+def vote(classes: list[tuple[object, list[int]]], weights: list[float] | None = None) -> int | None:
+    """The winning class's index: the largest total weight (count when weights is None); ties go to
+    the class whose first member came first (i.e. the earliest sample), so the rule is
+    deterministic and independent of answer spelling. None when there is no class."""
+    best, best_key = None, None
+    for k, (_, members) in enumerate(classes):
+        w = len(members) if weights is None else sum(weights[i] for i in members)
+        key = (w, -min(members))
+        if best_key is None or key > best_key:
+            best, best_key = k, key
+    return best
+
+
+def _question(messages) -> str:
+    if messages is None:
+        return ""
+    if isinstance(messages, str):
+        return messages
+    users = [m["content"] for m in messages if m.get("role") == "user"]
+    return users[-1] if users else ""

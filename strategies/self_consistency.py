@@ -1,0 +1,45 @@
+"""Self-consistency (Wang et al. 2023): majority vote over the final answers of N samples.
+
+N solutions are sampled in one batched generation sharing the prompt's KV; answers are
+extracted and grouped by the task's own equivalence (math-verify for MATH/AIME, numbers for
+GSM8K). The largest class wins; a tie goes to the class whose first member is the earliest
+sample (documented in strategies/search.vote). The output is that class's first sample.
+Samples without an answer do not vote; if none has one, sample 0 is returned. No scorer.
+"""
+
+from __future__ import annotations
+
+from harness.errors import ConfigError
+from strategies.search import Candidate, SearchStrategy, vote
+
+
+class SelfConsistency(SearchStrategy):
+    name = "self_consistency"
+    needs_answers = True
+
+    def __init__(self, n: int = 4, sampling=None, max_step_tokens: int = 256):
+        super().__init__(sampling, None, "last", max_step_tokens)
+        if n < 1:
+            raise ConfigError(f"{self.name}: n must be >= 1, got {n}")
+        self.n = n
+
+    def params(self):
+        return {**super().params(), "budget": f"N={self.n}"}
+
+    def weights(self, question, cands) -> list[float] | None:
+        return None  # one vote each
+
+    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
+        trace, snap, sampler, question, sc = self.start(target, messages)
+        cands = sampler.extend(prompt_ids, [Candidate()] * self.n, rng, max_new_tokens, whole=True)
+        classes = self.answer_classes(cands)
+        w = self.weights(question, cands)
+        k = vote(classes, w)
+        if k is None:
+            chosen = cands[0]
+        elif w is None:
+            chosen = cands[classes[k][1][0]]
+        else:  # the best-scored member of the winning class
+            chosen = cands[max(classes[k][1], key=lambda i: (w[i], -i))]
+        return self.finish(trace, snap, target, max_new_tokens, chosen, sampler, sc, len(cands),
+                           answer_classes=len(classes), winning_votes=len(classes[k][1]) if k is not None else 0)

@@ -1,0 +1,29 @@
+"""Weighted majority vote: self-consistency where each sample's vote is its scorer value.
+
+Answer classes as in self_consistency (the task's equivalence); a class's weight is the sum of
+its members' aggregated scorer values; the heaviest class wins (ties: the earliest sample) and
+its best-scored member is returned.
+"""
+
+from __future__ import annotations
+
+from harness.errors import ConfigError
+from strategies.self_consistency import SelfConsistency
+
+
+class WeightedVote(SelfConsistency):
+    name = "weighted_vote"
+    uses_scorer = True
+
+    def __init__(self, n: int = 4, sampling=None, scorer=None, aggregate: str = "last", max_step_tokens: int = 256):
+        if scorer is None:
+            raise ConfigError(f"{self.name} needs a scorer (strategy.scorer)")
+        super().__init__(n, sampling, max_step_tokens)
+        self.scorer, self.aggregate = scorer, aggregate
+        from harness.scorers import AGGREGATES
+
+        if aggregate not in AGGREGATES:
+            raise ConfigError(f"{self.name}: aggregate must be one of {', '.join(AGGREGATES)}, got '{aggregate}'")
+
+    def weights(self, question, cands):
+        return self.score(question, cands)
