@@ -17,8 +17,8 @@ class SelfConsistency(SearchStrategy):
     name = "self_consistency"
     needs_answers = True
 
-    def __init__(self, n: int = 4, sampling=None, max_step_tokens: int = 256):
-        super().__init__(sampling, None, "last", max_step_tokens)
+    def __init__(self, n: int = 4, sampling=None, max_step_tokens: int = 256, scorer=None, aggregate: str = "last"):
+        super().__init__(sampling, scorer, aggregate, max_step_tokens)
         if n < 1:
             raise ConfigError(f"{self.name}: n must be >= 1, got {n}")
         self.n = n

@@ -7,7 +7,6 @@ its best-scored member is returned.
 
 from __future__ import annotations
 
-from harness.errors import ConfigError
 from strategies.self_consistency import SelfConsistency
 
 
@@ -16,14 +15,7 @@ class WeightedVote(SelfConsistency):
     uses_scorer = True
 
     def __init__(self, n: int = 4, sampling=None, scorer=None, aggregate: str = "last", max_step_tokens: int = 256):
-        if scorer is None:
-            raise ConfigError(f"{self.name} needs a scorer (strategy.scorer)")
-        super().__init__(n, sampling, max_step_tokens)
-        self.scorer, self.aggregate = scorer, aggregate
-        from harness.scorers import AGGREGATES
-
-        if aggregate not in AGGREGATES:
-            raise ConfigError(f"{self.name}: aggregate must be one of {', '.join(AGGREGATES)}, got '{aggregate}'")
+        super().__init__(n, sampling, max_step_tokens, scorer=scorer, aggregate=aggregate)
 
     def weights(self, question, cands):
         return self.score(question, cands)
