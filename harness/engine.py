@@ -7,6 +7,7 @@ Strategies talk to the model only through `Engine`:
     engine.rollback(n)                              # forget the last n cached positions
     engine.keep(idx, n)                             # after a tree: keep these of the last n slots
     engine.hidden[layer]                            # hidden states of the last forward (if asked)
+    logits = engine.forward(embeds=v)               # feed input vectors [n, d] (v from engine.embed)
 
 Writes go to absolute positions (`engine.length` is the next one), so a rejected draft costs
 a `rollback`, never a recomputation. The engine counts its forwards and the tokens it was fed;
@@ -225,7 +226,8 @@ class HFEngine:
     def fork(self, prompt_ids: Sequence[int], suffixes: Sequence[Sequence[int]]) -> "Fork":
         """B continuations of one prompt that share its KV: the prompt is prefilled once (and
         reused while the same prompt is forked again, until `reset()`), its cache is repeated
-        B times, and each row's own suffix is fed in one padded forward. See `Fork`."""
+        B times, and each distinct suffix is fed once, in one padded forward (rows with the same
+        suffix share its KV). See `Fork`."""
         key = tuple(int(t) for t in prompt_ids)
         if not key:
             raise ValueError("fork needs a non-empty prompt")
@@ -237,7 +239,12 @@ class HFEngine:
             self.forwards += 1
             self.tokens_fed += len(key)
             self._prefix = (key, cache, out.logits[0, -1].float().cpu())
-        return Fork(self, self._prefix[1], self._prefix[2], len(key), suffixes)
+        uniq: dict[tuple, int] = {}
+        rows = [uniq.setdefault(tuple(int(t) for t in s), len(uniq)) for s in suffixes]
+        fork = Fork(self, self._prefix[1], self._prefix[2], len(key), [list(u) for u in uniq])
+        if len(uniq) < len(rows):  # repeated suffixes (N samples of one state) are fed once
+            fork.select(rows)
+        return fork
 
     # ------------------------------------------------------------------ text
     def render(self, messages: list[dict] | str) -> list[int]:
@@ -349,7 +356,7 @@ class Fork:
         return self.logits
 
     def select(self, rows: Sequence[int]) -> None:
-        """Keep only these rows, in this order."""
+        """Keep only these rows, in this order (a repeated row gets its own copy of the KV)."""
         idx = torch.as_tensor(list(rows), dtype=torch.long)
         self.cache.batch_select_indices(idx.to(self.engine.device))
         self.allowed, self.next_pos, self.logits = self.allowed[idx], self.next_pos[idx], self.logits[idx]

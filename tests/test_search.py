@@ -51,6 +51,18 @@ def test_fork_shares_the_prompt_prefill(eng):
     assert eng.forwards - f0 == 3  # one prefill + one forward per fork
 
 
+def test_fork_feeds_a_repeated_suffix_once(eng):
+    eng.reset()
+    eng.fork(PROMPT, [[1]])
+    t0 = eng.tokens_fed
+    f = eng.fork(PROMPT, [[5, 6, 7]] * 4 + [[8]])
+    assert eng.tokens_fed - t0 == 4  # 3 + 1, not 13
+    assert f.rows == 5 and torch.allclose(f.logits[3], alone(eng, PROMPT + [5, 6, 7]), atol=1e-5)
+    lg = f.step([9, 10, 11, 12, 13])
+    assert torch.allclose(lg[2], alone(eng, PROMPT + [5, 6, 7, 11]), atol=1e-5)
+    assert torch.allclose(lg[4], alone(eng, PROMPT + [8, 13]), atol=1e-5)
+
+
 def test_last_logits_batch_matches_single_sequences(eng):
     seqs = [PROMPT + [1], PROMPT[:2], [3]]
     b = eng.last_logits_batch(seqs)
