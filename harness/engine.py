@@ -7,6 +7,8 @@ Strategies talk to the model only through `Engine`:
     engine.rollback(n)                              # forget the last n cached positions
     engine.keep(idx, n)                             # after a tree: keep these of the last n slots
     engine.hidden[layer]                            # hidden states of the last forward (if asked)
+    h, logits = engine.forward_layers(ids, 0, l)    # early exit: layers [0, l) + norm + head (own KV)
+    engine.crop_to(n)                               # cut every layer's cache back to n positions
     logits = engine.forward(embeds=v)               # feed input vectors [n, d] (v from engine.embed)
 
 Writes go to absolute positions (`engine.length` is the next one), so a rejected draft costs
