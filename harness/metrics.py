@@ -8,6 +8,7 @@
 - acceptance = sum(accepted) / sum(drafted).
 - forwards per token = sum(target forwards) / sum(new tokens).
 - speedup = tokens/s of a run / tokens/s of a plain-decoding run on the same example ids.
+- large_share (model-switching strategies only) = sum(extra.large_tokens) / sum(new tokens).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def aggregate(rows: list[dict], secondary=()) -> dict:
         **{f"total_{k}": v for k, v in tot.items()},
         "secondary": secondary_metrics(ok, secondary),
         "extra_per_example": extra_means(ok),
+        **large_share(ok, tot["new_tokens"]),
         **pass_at_k_by_example(ok),
     }
 
@@ -66,6 +68,13 @@ def extra_means(rows: list[dict]) -> dict:
                 s, n = sums.get(k, (0.0, 0))
                 sums[k] = (s + v, n + 1)
     return {k: s / n for k, (s, n) in sorted(sums.items())}
+
+
+def large_share(rows: list[dict], new_tokens: float) -> dict:
+    """Model-switching strategies (EAD): the share of new tokens the large model produced,
+    sum(extra.large_tokens) / sum(new tokens); empty when no row reports large_tokens."""
+    got = [r["extra"]["large_tokens"] for r in rows if "large_tokens" in (r.get("extra") or {})]
+    return {"large_share": _ratio(sum(got), new_tokens)} if got else {}
 
 
 def secondary_metrics(rows: list[dict], specs) -> dict:

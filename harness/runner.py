@@ -181,6 +181,8 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
             "drafted": trace.drafted, "accepted": trace.accepted, "verifications": trace.verifications,
             "accept_hist": {str(k): v for k, v in sorted(trace.accept_hist.items())}, "extra": trace.extra,
         })
+        if trace.candidates:  # multi-draft methods (superposed): every draft's text, best first
+            row["candidates"] = [target.decode(c) for c in trace.candidates]
     except Exception as e:  # one bad example never ends the run, and is never scored as wrong
         row.update({"error": f"{e.__class__.__name__}: {e}", "quality": None})
     row.update({"git_sha": info["git_sha"], "versions": info["versions"], "threads": torch.get_num_threads(),
@@ -239,6 +241,8 @@ def format_summary(s: dict) -> str:
              f"TTFT {f(s['mean_ttft_s'], '.3f')} s"]
     if any(k.startswith("pass@") for k in s):
         lines.append("   " + "   ".join(f"{k} {v:.3f}" for k, v in s.items() if k.startswith("pass@")))
+    if "large_share" in s:
+        lines.append(f"   large-model token share {f(s['large_share'], '.3f')}")
     if s.get("secondary"):
         lines.append("   " + "   ".join(f"{k} {f(v, '.3f')}" for k, v in s["secondary"].items()))
     ex = s.get("extra_per_example") or {}

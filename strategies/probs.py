@@ -166,3 +166,10 @@ def kseq_select(p: torch.Tensor, q: torch.Tensor, cands: list[int], rho: float,
     scale = (1 - (1 - beta) ** k) / beta if beta > 0 else 0.0
     left = torch.clamp(p - torch.minimum(q, p / rho) * scale, min=0.0)
     return None, (left / left.sum() if left.sum() > 0 else p)
+
+
+def entropy_bits(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in bits of softmax(logits) over the last dimension (raw logits: no
+    temperature or truncation). [..., V] -> [...]; -inf logits contribute 0."""
+    p = torch.softmax(logits.float(), dim=-1)
+    return torch.special.entr(p).sum(-1) / torch.log(torch.tensor(2.0))

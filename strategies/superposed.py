@@ -1,0 +1,162 @@
+"""Superposed Decoding: Shen et al. 2024, "Superposed Decoding: Multiple Generations from a
+Single Autoregressive Inference Pass" (NeurIPS 2024). ../shared/STRATEGIES.md §B. LOSSY.
+
+k drafts from ONE forward per step; the KV cache holds a single superposed sequence:
+  1. prefill the prompt (an ordinary forward); the top-k tokens of p_LM start the k drafts,
+     each scored log p_LM (the paper's first step: draft i takes the i-th most likely token).
+  2. each step: feed ONE input vector, the superposition sum_i gamma_i E(last token of draft i)
+     of the drafts' last-token input embeddings, gamma = the drafts' normalised probabilities
+     (softmax of their cumulative scores); one forward -> one distribution p_LM.   # [V]
+  3. every draft i extends with each of the top `top_tokens` (9) tokens y of p_LM, scored
+       score_i + (1 - alpha) log p_LM(y) + alpha log p_ngram(y | draft i's last <= 5 tokens)
+     (alpha = 0.54; p_ngram interpolates orders 2..6 with weights 0.01, 0.04, 0.15, 0.18, 0.12
+     and a smoothed unigram, normalised as in strategies/ngram_lm.py), k * top_tokens candidates;
+     keep the k best (cumulative score). top_tokens = k gives the abstract's "k^2".
+  4. a draft that emits EOS is finished: it keeps its score, competes as itself (no extension)
+     and leaves the superposition; stop when every kept draft is finished or at the budget.
+The trace's tokens are the best draft; trace.candidates holds all k, best first (the runner
+stores their text in the row). Cost: prefill + one 1-position forward per step (forwards per
+token = 1, whatever k), plus k * top_tokens n-gram look-ups per step (numpy binary searches).
+
+The n-gram model comes from `ngram_path` (built by `python -m strategies.ngram_lm build`) or is
+counted from `corpus` on first use with the target's tokenizer and cached (not per example).
+The paper builds its n-grams from a large web corpus; none ships here, so the default YAML uses
+the GSM8K test QUESTIONS (no solutions): name your own corpus for other domains.
+Temperature 0 (the paper): deterministic top-k selection over raw log-softmax. T > 0 (our
+extension): p_LM is tempered / top-k / top-p / min-p truncated, the first k tokens are drawn
+without replacement and the k survivors of each step by Gumbel-top-k on their cumulative
+scores (sampling k sequences without replacement in proportion to exp(score)).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.errors import ConfigError
+from strategies import probs as P
+from strategies.base import Strategy
+from strategies.ngram_lm import NGramLM, cached_build, tokenizer_fingerprint
+
+PAPER_WEIGHTS = (0.01, 0.04, 0.15, 0.18, 0.12)  # orders 2, 3, 4, 5, 6
+
+
+class Superposed(Strategy):
+    name = "superposed"
+    lossless = False
+
+    def __init__(self, k: int = 3, top_tokens: int = 9, alpha: float = 0.54, ngram_weights=PAPER_WEIGHTS,
+                 unigram_weight: float = 0.5, ngram_path: str | None = None, corpus: str | None = None,
+                 corpus_fields=(), sampling=None):
+        super().__init__(sampling)
+        weights = tuple(float(w) for w in ngram_weights)
+        if k < 1 or top_tokens < 1 or not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"superposed: need k >= 1, top_tokens >= 1, 0 <= alpha <= 1 (got {k}, {top_tokens}, {alpha})")
+        if not weights or any(w < 0 for w in weights) or unigram_weight <= 0:
+            raise ConfigError(f"superposed: ngram_weights must be >= 0 (orders 2..) and unigram_weight > 0 "
+                              f"(got {list(weights)}, {unigram_weight})")
+        if alpha > 0 and bool(ngram_path) == bool(corpus):
+            raise ConfigError("superposed: with alpha > 0 set exactly one of ngram_path (a built n-gram file) "
+                              "or corpus (a text/jsonl file counted on first use)")
+        for f in (ngram_path, corpus):
+            if alpha > 0 and f and not Path(f).exists():
+                raise ConfigError(f"superposed: file not found: {f}")
+        self.k, self.top_tokens, self.alpha, self.ngram_weights = k, top_tokens, float(alpha), weights
+        self.unigram_weight = float(unigram_weight)
+        self.ngram_path, self.corpus, self.corpus_fields = ngram_path or "", corpus or "", tuple(corpus_fields)
+        self._lm: tuple[str, NGramLM] | None = None  # (tokenizer fingerprint, model): derived data, not state
+
+    def params(self) -> dict:
+        return {**super().params(), "ngram_weights": list(self.ngram_weights), "corpus_fields": list(self.corpus_fields)}
+
+    def setup(self, target, draft=None) -> None:
+        self.ngram(target)
+
+    def ngram(self, target) -> NGramLM | None:
+        """The n-gram model for the target's tokenizer (loaded or counted once)."""
+        if self.alpha == 0:
+            return None
+        fp = tokenizer_fingerprint(target.tokenizer)
+        if self._lm is None or self._lm[0] != fp:
+            if self.ngram_path:
+                lm = NGramLM.load(self.ngram_path)
+                if lm.meta.get("tokenizer") != fp:
+                    raise ConfigError(f"superposed: {self.ngram_path} was built with tokenizer "
+                                      f"{lm.meta.get('tokenizer')}, the model's is {fp}")
+            else:
+                lm = cached_build(self.corpus, target.tokenizer, self.corpus_fields,
+                                  1 + len(self.ngram_weights), target.vocab_size)
+            if lm.max_order < 1 + len(self.ngram_weights):
+                raise ConfigError(f"superposed: {len(self.ngram_weights)} order weights need orders up to "
+                                  f"{1 + len(self.ngram_weights)}, the n-gram model has {lm.max_order}")
+            self._lm = (fp, lm)
+        return self._lm[1]
+
+    def _logp(self, logits: torch.Tensor) -> torch.Tensor:
+        """log p_LM [V]: raw log-softmax at T = 0, tempered + truncated at T > 0."""
+        if self.sampling.greedy:
+            return torch.log_softmax(logits.double(), -1)
+        return torch.log(self.sampling.probs(logits).double())
+
+    def _choose(self, keys: torch.Tensor, n: int, rng: torch.Generator) -> list[int]:
+        """Indices of the n kept candidates (of those with a finite score), best first."""
+        n = min(n, int(torch.isfinite(keys).sum()))
+        if not self.sampling.greedy:
+            g = -torch.log(-torch.log(torch.rand(keys.shape, generator=rng, dtype=torch.float64).clamp_min(1e-300)))
+            keys = keys + g
+        return torch.topk(keys, n).indices.tolist()
+
+    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
+        trace, snap = self.begin(target)
+        lm, a = self.ngram(target), self.alpha
+        ctx_len = len(self.ngram_weights)  # a draft's n-gram context: its last <= 5 tokens (prompt included)
+        eos = target.eos_ids
+        # 1. prefill; the top-k tokens start the k drafts
+        logp = self._logp(target.forward(prompt_ids, last_only=True))  # [V]
+        trace.t_first = time.perf_counter()
+        first = self._choose(logp, self.k, rng)
+        drafts = [[t] for t in first]
+        scores = [float(logp[t]) for t in first]
+        done = [t in eos for t in first]
+        steps = 0
+        while steps + 1 < max_new_tokens and not all(done):  # live drafts hold steps + 1 tokens
+            # 2. one forward on the superposition of the active drafts' last-token embeddings
+            live = [i for i in range(len(drafts)) if not done[i]]
+            gamma = torch.softmax(torch.tensor([scores[i] for i in live], dtype=torch.float64), 0)  # [k_live]
+            emb = target.embed([drafts[i][-1] for i in live]).double()  # [k_live, d]
+            logp = self._logp(target.forward(embeds=(gamma[:, None] * emb).sum(0, keepdim=True), last_only=True))
+            steps += 1
+            top_lp, top_ids = torch.topk(logp, min(self.top_tokens, logp.shape[-1]))  # [m]
+            ids = top_ids.tolist()
+            # 3. k * m candidates scored with the LM and each draft's own n-gram context
+            cands, keys = [], []
+            for i in range(len(drafts)):
+                if done[i]:
+                    cands.append((i, None))
+                    keys.append(scores[i])
+                    continue
+                if a > 0:
+                    ctx = (list(prompt_ids[-ctx_len:]) + drafts[i])[-ctx_len:]
+                    ng = np.log(lm.prob(ctx, ids, self.ngram_weights, self.unigram_weight))
+                    inc = (1 - a) * top_lp + a * torch.from_numpy(ng)
+                else:
+                    inc = top_lp
+                for j, t in enumerate(ids):
+                    cands.append((i, t))
+                    keys.append(scores[i] + float(inc[j]))
+            keys_t = torch.tensor(keys, dtype=torch.float64)
+            keep = self._choose(keys_t, self.k, rng)
+            new = []
+            for c in keep:
+                i, t = cands[c]
+                new.append((drafts[i] if t is None else drafts[i] + [t], float(keys_t[c]), done[i] or t in eos))
+            drafts, scores, done = [d for d, _, _ in new], [s for _, s, _ in new], [f for _, _, f in new]
+        # 4. best draft = the trace; all drafts, best first, as candidates
+        order = sorted(range(len(drafts)), key=lambda i: -scores[i])
+        trace.emit(drafts[order[0]])
+        trace.candidates = [drafts[i] for i in order]
+        trace.extra.update(superposed_steps=steps, drafts=len(drafts))
+        return self.end(trace, snap, target, max_new_tokens)
