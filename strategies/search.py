@@ -13,7 +13,8 @@
 - `vote`: answer classes (equivalence from the task) and their weights.
 
 Every search strategy reports accuracy together with these counters so methods compare at
-equal budgets (the accuracy-vs-tokens plot: `python -m harness.search_plot`).
+equal budgets (the accuracy-vs-tokens plot: `python -m harness.leaderboard` draws
+`<task>_accuracy_vs_tokens.png` from the rows; `benchmarks/tts_sweep.sh` produces them).
 """
 
 from __future__ import annotations
@@ -183,14 +184,20 @@ class SearchStrategy(Strategy):
         return trace, snap, StepSampler(target, self.sampling, self.max_step_tokens), question, sc
 
     def score(self, question: str, cands: list[Candidate], last_only: bool = False) -> list[float]:
-        """Scorer values: the aggregate over every step (or the newest step's score, kept in
-        cand.scores so that later aggregates need no rescoring)."""
-        if last_only:
+        """Scorer values: the aggregate over every step, or, with last_only or aggregate "last",
+        the newest step's score only (kept in cand.scores so later aggregates need no rescoring)."""
+        if last_only:  # step-wise search: the steps as sampled; only the newest is new
             vals = self.scorer.score_last(question, [c.texts for c in cands])
             for c, v in zip(cands, vals):
                 c.scores = c.scores[: len(c.steps) - 1] + [v]
             return [aggregate(c.scores, self.aggregate) for c in cands]
-        per_step = self.scorer.score(question, [split_steps(c.text) or [c.text] for c in cands])
+        steps = [split_steps(c.text) or [c.text] for c in cands]  # whole solutions: split at blank lines
+        if self.aggregate == "last":  # only the final step's score is needed
+            vals = self.scorer.score_last(question, steps)
+            for c, v in zip(cands, vals):
+                c.scores = [v]
+            return vals
+        per_step = self.scorer.score(question, steps)
         for c, s in zip(cands, per_step):
             c.scores = s
         return [aggregate(s, self.aggregate) for s in per_step]
