@@ -66,3 +66,47 @@ def test_pld_equals_greedy(smol, prompts, greedy_out):
     s = PromptLookup(k=10, max_ngram=2, sampling=SamplingParams(temperature=0.0))
     for p, ref in zip(prompts, greedy_out):
         assert s.generate(smol, p, N_TOK, torch.Generator()).tokens == ref
+
+
+# --------------------------------------------------------------------------- the Qwen pair (issue #4 methods)
+QWEN_METHODS = ["speculative", "specdec_pp_confidence", "smartspec", "spectr", "rsd", "rsd_sbs",
+                "dyspec"]
+QWEN_TOK = 32
+
+
+@pytest.fixture(scope="module")
+def qwen_pair():
+    """Qwen2.5-Coder-1.5B target, 0.5B draft, both fp32 (needs `make packs-qwen`)."""
+    return spec("qwen25_coder_15b", dtype="float32").load(), spec("qwen25_coder_05b", dtype="float32").load()
+
+
+@pytest.fixture(scope="module")
+def qwen_greedy(qwen_pair):
+    from tasks.gsm8k import GSM8K
+
+    target = qwen_pair[0]
+    task = GSM8K(limit=2)
+    prompts = [target.render(task.prompt(e)) for e in task.load()]
+    return prompts, [Greedy().generate(target, p, QWEN_TOK, torch.Generator()).tokens for p in prompts]
+
+
+@pytest.mark.parametrize("name", QWEN_METHODS)
+def test_qwen_pair_fp32_method_equals_greedy(name, qwen_pair, qwen_greedy):
+    """Each draft-model method of issue #4, built from its YAML, == greedy on 2 GSM8K prompts x 32 tokens."""
+    from hydra import compose, initialize_config_dir
+
+    target, draft = qwen_pair
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"strategy={name}", "model=qwen25_coder_15b", "model.dtype=float32",
+                                           "model@strategy.draft=qwen25_coder_05b", "strategy.draft.truncate_layers=0",
+                                           "strategy.sampling.temperature=0"])
+    s = instantiate(cfg.strategy, _convert_="all")
+    if name == "smartspec":  # a fixed step-time model (a draft token ~ 0.3 target forwards) instead of profiling
+        s.step_model = {"target_a": 1.0, "target_b": 0.02, "draft_token_s": 0.3}
+    s.setup(target, draft)
+    drafted = accepted = 0
+    for p, ref in zip(*qwen_greedy):
+        tr = s.generate(target, p, QWEN_TOK, torch.Generator().manual_seed(0), draft=draft)
+        assert tr.tokens == ref, f"{name} diverged from greedy"
+        drafted, accepted = drafted + tr.drafted, accepted + tr.accepted
+    assert drafted > 0 and accepted > 0
