@@ -133,7 +133,7 @@ def write_budget_plot(df, path: Path, task: str, quality_metric: str) -> None:
         g = g.sort_values("extra_generated_tokens")
         ax.plot(g["extra_generated_tokens"], g["quality"], marker="o", label=f"{strategy} / {model}")
         for rec in g.to_dict("records"):
-            if rec.get("budget"):
+            if isinstance(rec.get("budget"), str):
                 ax.annotate(str(rec["budget"]), (rec["extra_generated_tokens"], rec["quality"]),
                             textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
@@ -176,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         full = df[COLUMNS + extra].reset_index(drop=True)  # CSV / Parquet: + secondary metrics, strategy counters
         if "extra_generated_tokens" in df.columns and df["extra_generated_tokens"].notna().any():
             plot = out / f"{safe_name(task)}_accuracy_vs_tokens.png"
-            write_budget_plot(df[df["extra_generated_tokens"].notna()], plot, str(task), qm)
+            pts = df.copy()  # one-sample baselines generate exactly their new tokens
+            single = pts["extra_generated_tokens"].isna() & pts["strategy"].isin(["greedy", "sampling"])
+            pts.loc[single, "extra_generated_tokens"] = (pts.loc[single, "total_new_tokens"]
+                                                         / (pts.loc[single, "n"] - pts.loc[single, "errors"]))
+            write_budget_plot(pts[pts["extra_generated_tokens"].notna()], plot, str(task), qm)
             print(f"[leaderboard] {task}: {plot.name} (test-time scaling: quality vs generated tokens)")
         df = df[COLUMNS].reset_index(drop=True)
         name = safe_name(task)
