@@ -3,9 +3,12 @@
 The draft keeps proposing while the predicted probability that at least one of the drafted
 tokens is rejected, 1 - prod_i a_i, stays below `threshold` (0.3 in the paper), with K in
 [k_min, k_max] = [2, 20]. The paper trains an acceptance-prediction head on the draft's hidden
-states; THIS file is the training-free variant the issue asks for as its own config: a_i = the
-draft's own probability of the token it proposed (its confidence). The trained head is not
-implemented yet (README status). Verification is standard speculative sampling: lossless.
+states: that faithful version is `strategy=specdec_pp` (strategies/specdec_pp_head.py, head
+trained by `python -m strategies.train_acceptance_head`). THIS file is the training-free
+variant, its own config `specdec_pp_confidence`: a_i = the draft's own probability of the token
+it proposed (its confidence), so it needs no artifact and works with any draft. The trainer
+reports both predictors' held-out AUC on the same positions. Verification is standard
+speculative sampling: lossless.
 """
 
 from __future__ import annotations
