@@ -35,6 +35,7 @@ import gzip
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -50,13 +51,36 @@ OURS = sorted(p.stem for p in (ROOT / "conf" / "strategy").glob("*.yaml"))
 METHODS = ["greedy", "hf-greedy", "speculative", "hf-assisted", "pld", "hf-pld"]  # the default set
 
 
-def load_strategy(name: str, model: str):
-    """A strategy built from its YAML exactly as `python -m harness strategy=<name>` would build it."""
+def split_variant(method: str) -> tuple[str, list[str]]:
+    """'token_recycling[template=cpu32;reset=never]' -> ('token_recycling', ['strategy.template=cpu32', ...])."""
+    m = re.fullmatch(r"([\w-]+)(?:\[(.*)\])?", method)
+    if not m:
+        raise ValueError(f"bad method spec {method!r}; expected name or name[key=value;key=value]")
+    return m.group(1), [f"strategy.{kv.strip()}" for kv in (m.group(2) or "").split(";") if kv.strip()]
+
+
+def split_methods(text: str) -> list[str]:
+    """Comma list whose items may carry [key=value;...] overrides (commas inside brackets kept)."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return [m for m in out + [cur.strip()] if m]
+
+
+def load_strategy(method: str, model: str):
+    """A strategy built from its YAML exactly as `python -m harness strategy=<name> strategy.key=value`
+    would build it; `method` is `name` or `name[key=value;key=value]`."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    name, overrides = split_variant(method)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"strategy={name}", f"model={model}"])
+        cfg = compose("config", overrides=[f"strategy={name}", f"model={model}", *overrides])
     return instantiate(cfg.strategy, _convert_="all")
 
 
@@ -175,11 +199,12 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--methods", default=",".join(METHODS),
-                    help="comma list of our strategies (" + ",".join(OURS) + ") and " + ",".join(HF_METHODS))
+                    help="comma list of our strategies (" + ",".join(OURS) + "), each optionally with YAML "
+                         "overrides as name[key=value;key=value], and " + ",".join(HF_METHODS))
     ap.add_argument("--json", default=None, metavar="OUT", help="write the numbers to this file")
     args = ap.parse_args(argv)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if bad := [m for m in args.methods if m not in OURS + HF_METHODS]:
+    args.methods = split_methods(args.methods)
+    if bad := [m for m in args.methods if split_variant(m)[0] not in OURS + HF_METHODS]:
         ap.error(f"unknown method(s) {bad}; choose from {OURS + HF_METHODS}")
 
     torch.set_num_threads(args.threads)
@@ -232,14 +257,15 @@ def main(argv=None):
 
     tps = {m: t["tokens"] / t["seconds"] if t["seconds"] else 0.0 for m, t in tot.items()}
     base, hf_base = tps.get("greedy"), tps.get("hf-greedy")
-    print(f"\n{'method':12s} {'tokens':>7s} {'seconds':>8s} {'tok/s':>8s} {'x greedy':>9s} {'x hf-greedy':>11s} "
+    w = max(12, *(len(m) for m in tot))
+    print(f"\n{'method':{w}s} {'tokens':>7s} {'seconds':>8s} {'tok/s':>8s} {'x greedy':>9s} {'x hf-greedy':>11s} "
           f"{'MAT':>6s} {'identical':>10s}")
     for m, t in tot.items():
         ratio = f"{tps[m] / base:.2f}" if base else "-"
         hf_ratio = f"{tps[m] / hf_base:.2f}" if hf_base else "-"
         mat = t["tokens"] / t["forwards"] if t["forwards"] else 0.0
         ident = f"{t['identical']}/{t['runs']}" if "greedy" in tot else "-"
-        print(f"{m:12s} {t['tokens']:7d} {t['seconds']:8.2f} {tps[m]:8.2f} {ratio:>9s} {hf_ratio:>11s} "
+        print(f"{m:{w}s} {t['tokens']:7d} {t['seconds']:8.2f} {tps[m]:8.2f} {ratio:>9s} {hf_ratio:>11s} "
               f"{mat:6.2f} {ident:>10s}")
     print("\nmismatches vs our greedy:" if mismatches else "\nall outputs token-identical to our greedy"
           if "greedy" in tot else "\n(no greedy run: identity not checked)")
