@@ -69,7 +69,7 @@ def test_pld_equals_greedy(smol, prompts, greedy_out):
 
 
 # --------------------------------------------------------------------------- the Qwen pair (issue #4 methods)
-QWEN_METHODS = ["speculative", "specdec_pp_confidence", "smartspec", "spectr", "rsd", "rsd_sbs",
+QWEN_METHODS = ["speculative", "specdec_pp", "specdec_pp_confidence", "smartspec", "spectr", "rsd", "rsd_sbs",
                 "dyspec"]
 QWEN_TOK = 32
 
