@@ -92,7 +92,7 @@ def _fmt(value, col: str) -> str:
 
 
 def write_markdown(df, path: Path, task: str, quality_metric: str) -> None:
-    head = [f"# {task} (quality: {quality_metric})", "", SPEEDUP_NOTE, "",
+    head = [f"# {task} (quality: {metrics.quality_label(quality_metric)})", "", SPEEDUP_NOTE, "",
             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     body = ["| " + " | ".join(_fmt(rec[c], c) for c in COLUMNS) + " |" for rec in df.to_dict("records")]
     path.write_text("\n".join(head + body) + "\n")
@@ -111,8 +111,10 @@ def write_plot(df, path: Path, task: str, quality_metric: str) -> None:
         ax.annotate(f"{rec['strategy']}/{rec['model']}", (rec["tokens_per_s"], rec["quality"]),
                     textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("tokens/s")
-    ax.set_ylabel(f"quality ({quality_metric}), 95% bootstrap CI")
+    ax.set_ylabel(f"quality: {metrics.quality_label(quality_metric)}, 95% bootstrap CI")
     ax.set_title(f"{task}: {quality_metric} vs tokens/s")
+    if metrics.lower_is_better(quality_metric):
+        ax.invert_yaxis()  # up is better on every plot
     ax.margins(x=0.15, y=0.1)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -138,8 +140,10 @@ def write_budget_plot(df, path: Path, task: str, quality_metric: str) -> None:
                             textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("generated tokens per example (all candidates, log scale)")
-    ax.set_ylabel(f"quality ({quality_metric})")
+    ax.set_ylabel(f"quality: {metrics.quality_label(quality_metric)}")
     ax.set_title(f"{task}: {quality_metric} vs generated tokens")
+    if metrics.lower_is_better(quality_metric):
+        ax.invert_yaxis()  # up is better on every plot
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         full.to_parquet(out / f"{name}.parquet", index=False)
         write_markdown(df, out / f"{name}.md", str(task), qm)
         write_plot(df, out / f"{name}_quality_vs_speed.png", str(task), qm)
-        index.append(f"- **{task}** ({len(df)} run(s), quality = {qm}): [{name}.md]({name}.md), "
+        index.append(f"- **{task}** ({len(df)} run(s), quality = {metrics.quality_label(qm)}): [{name}.md]({name}.md), "
                      f"[{name}.csv]({name}.csv), [{name}.parquet]({name}.parquet), "
                      f"[plot]({name}_quality_vs_speed.png)")
         print(f"[leaderboard] {task}: {len(df)} run(s) -> {out / name}.{{csv,parquet,md}}, "

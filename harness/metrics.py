@@ -18,6 +18,20 @@ import math
 import numpy as np
 
 
+LOWER_IS_BETTER = frozenset({"wer", "cer", "edit_distance"})  # quality metrics where smaller is better
+
+
+def lower_is_better(quality_metric) -> bool:
+    """True for error-rate metrics (e.g. HyPoradise's WER): plots invert their axis, labels say so."""
+    return str(quality_metric or "").lower() in LOWER_IS_BETTER
+
+
+def quality_label(quality_metric) -> str:
+    """'wer (lower is better)' / 'accuracy (higher is better)'."""
+    qm = quality_metric or "quality"
+    return f"{qm} ({'lower' if lower_is_better(qm) else 'higher'} is better)"
+
+
 def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
     v = np.asarray([x for x in values if x is not None], dtype=float)
     if len(v) == 0:

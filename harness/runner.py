@@ -139,6 +139,8 @@ def _loop(task, strategy, target, draft, todo, rc, writer, info) -> None:
     from tqdm import tqdm
 
     bar = tqdm(todo, desc=info["run"][:40], unit="ex", disable=not rc.progress, dynamic_ncols=True)
+    qm = info.get("quality_metric") or "quality"
+    q_key = f"{qm}{'↓' if metrics.lower_is_better(qm) else '↑'}"  # e.g. wer↓ (HyPoradise): lower is better
     n_q, sum_q, toks, secs, errors = 0, 0.0, 0, 0.0, 0
     for ex, s in bar:
         row = _one(task, strategy, target, draft, ex, s, rc, info)
@@ -149,7 +151,7 @@ def _loop(task, strategy, target, draft, todo, rc, writer, info) -> None:
             sum_q += row["quality"] or 0.0
             toks += row["new_tokens"]
             secs += row["wall_s"]
-        bar.set_postfix(quality=f"{sum_q / max(n_q, 1):.3f}", tok_s=f"{toks / max(secs, 1e-9):.1f}",
+        bar.set_postfix({q_key: f"{sum_q / max(n_q, 1):.3f}"}, tok_s=f"{toks / max(secs, 1e-9):.1f}",
                         errors=errors)
 
 

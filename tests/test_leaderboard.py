@@ -86,6 +86,33 @@ def test_leaderboard_tables(results, capsys):
     assert "arith.md" in (out / "README.md").read_text()
 
 
+def test_error_rate_metrics_say_lower_is_better(tmp_path, monkeypatch):
+    """WER (HyPoradise) is lower-is-better: labels say so and the plot's quality axis is inverted."""
+    res = tmp_path / "results"
+    make_run(res, "g", "greedy", "m", [row("e1", 0.25, 10, 1.0), row("e2", 0.0, 10, 1.0)])
+    meta = json.loads((res / "g" / "meta.json").read_text())
+    (res / "g" / "meta.json").write_text(json.dumps({**meta, "quality_metric": "wer"}))
+    inverted = []
+    orig = leaderboard.write_plot
+
+    def spy(df, path, task, qm):
+        import matplotlib.axes
+
+        real = matplotlib.axes.Axes.invert_yaxis
+        monkeypatch.setattr(matplotlib.axes.Axes, "invert_yaxis", lambda ax: (inverted.append(qm), real(ax)))
+        orig(df, path, task, qm)
+
+    monkeypatch.setattr(leaderboard, "write_plot", spy)
+    assert leaderboard.main(["--results", str(res), "--out", str(res / "lb")]) == 0
+    assert "wer (lower is better)" in (res / "lb" / "arith.md").read_text()
+    assert "wer (lower is better)" in (res / "lb" / "README.md").read_text()
+    assert inverted == ["wer"]
+    from harness import metrics
+
+    assert metrics.lower_is_better("WER") and not metrics.lower_is_better("accuracy")
+    assert metrics.quality_label("accuracy") == "accuracy (higher is better)"
+
+
 def test_no_runs(tmp_path, capsys):
     assert leaderboard.main(["--results", str(tmp_path), "--out", str(tmp_path / "lb")]) == 0
     assert "no runs" in capsys.readouterr().out
