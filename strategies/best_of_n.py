@@ -8,25 +8,12 @@ by the scorer (per-step scores aggregated by last / min / prod / mean); the high
 
 from __future__ import annotations
 
-from harness.errors import ConfigError
-from strategies.search import Candidate, SearchStrategy
+from strategies.search import SampleN
 
 
-class BestOfN(SearchStrategy):
+class BestOfN(SampleN):
     name = "best_of_n"
     uses_scorer = True
-
-    def __init__(self, n: int = 4, sampling=None, scorer=None, aggregate: str = "last", max_step_tokens: int = 256):
-        super().__init__(sampling, scorer, aggregate, max_step_tokens)
-        if n < 1:
-            raise ConfigError(f"{self.name}: n must be >= 1, got {n}")
-        self.n = n
-
-    def params(self):
-        return {**super().params(), "budget": f"N={self.n}"}
-
-    def sample(self, target, prompt_ids, max_new_tokens, rng, sampler) -> list[Candidate]:
-        return sampler.extend(prompt_ids, [Candidate()] * self.n, rng, max_new_tokens, whole=True)
 
     def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
         trace, snap, sampler, question, sc = self.start(target, messages)

@@ -256,3 +256,20 @@ def _question(messages) -> str:
         return messages
     users = [m["content"] for m in messages if m.get("role") == "user"]
     return users[-1] if users else ""
+
+
+class SampleN(SearchStrategy):
+    """Base of the methods that draw N whole solutions in one batched generation over the shared
+    prompt KV and then choose one (best_of_n by score, self_consistency / weighted_vote by vote)."""
+
+    def __init__(self, n: int = 4, sampling=None, scorer=None, aggregate: str = "last", max_step_tokens: int = 256):
+        super().__init__(sampling, scorer, aggregate, max_step_tokens)
+        if n < 1:
+            raise ConfigError(f"{self.name}: n must be >= 1, got {n}")
+        self.n = n
+
+    def params(self):
+        return {**super().params(), "budget": f"N={self.n}"}
+
+    def sample(self, target, prompt_ids, max_new_tokens, rng, sampler) -> list[Candidate]:
+        return sampler.extend(prompt_ids, [Candidate()] * self.n, rng, max_new_tokens, whole=True)

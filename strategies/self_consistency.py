@@ -9,29 +9,19 @@ Samples without an answer do not vote; if none has one, sample 0 is returned. No
 
 from __future__ import annotations
 
-from harness.errors import ConfigError
-from strategies.search import Candidate, SearchStrategy, vote
+from strategies.search import SampleN, vote
 
 
-class SelfConsistency(SearchStrategy):
+class SelfConsistency(SampleN):
     name = "self_consistency"
     needs_answers = True
-
-    def __init__(self, n: int = 4, sampling=None, max_step_tokens: int = 256, scorer=None, aggregate: str = "last"):
-        super().__init__(sampling, scorer, aggregate, max_step_tokens)
-        if n < 1:
-            raise ConfigError(f"{self.name}: n must be >= 1, got {n}")
-        self.n = n
-
-    def params(self):
-        return {**super().params(), "budget": f"N={self.n}"}
 
     def weights(self, question, cands) -> list[float] | None:
         return None  # one vote each
 
     def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
         trace, snap, sampler, question, sc = self.start(target, messages)
-        cands = sampler.extend(prompt_ids, [Candidate()] * self.n, rng, max_new_tokens, whole=True)
+        cands = self.sample(target, prompt_ids, max_new_tokens, rng, sampler)
         classes = self.answer_classes(cands)
         w = self.weights(question, cands)
         k = vote(classes, w)

@@ -14,8 +14,5 @@ class WeightedVote(SelfConsistency):
     name = "weighted_vote"
     uses_scorer = True
 
-    def __init__(self, n: int = 4, sampling=None, scorer=None, aggregate: str = "last", max_step_tokens: int = 256):
-        super().__init__(n, sampling, max_step_tokens, scorer=scorer, aggregate=aggregate)
-
     def weights(self, question, cands):
         return self.score(question, cands)
