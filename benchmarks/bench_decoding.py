@@ -21,6 +21,10 @@ them alike. Columns, per method over all prompts and repeats:
                  for every method here, so anything below n/n is printed as a mismatch below the
                  table with the first differing position; float ties in batched verification can
                  cause these, they are not hidden)
+    target s / draft s / other s
+                 wall seconds inside the target model's forwards, inside the draft model's, and
+                 everything else (sampling, verification, cache bookkeeping, Python): where a
+                 method's time goes (hooks on the two modules); draft fw = draft forwards
 
 Run:  python benchmarks/bench_decoding.py [--model smollm2_135m] [--prompts 6] [--max-new-tokens 128]
 
@@ -128,14 +132,20 @@ def machine() -> str:
 
 
 class ForwardCounter:
-    """Counts calls of a module (a forward hook), i.e. target forwards for any implementation."""
+    """Counts calls of a module (forward hooks), i.e. target forwards for any implementation, and the
+    wall time spent inside them (so a method's time splits into target, draft and everything else)."""
 
     def __init__(self, module):
-        self.n = 0
-        module.register_forward_pre_hook(self._hook)
+        self.n, self.seconds, self._t0 = 0, 0.0, 0.0
+        module.register_forward_pre_hook(self._pre)
+        module.register_forward_hook(self._post)
 
-    def _hook(self, module, args):
+    def _pre(self, module, args):
         self.n += 1
+        self._t0 = time.perf_counter()
+
+    def _post(self, module, args, out):
+        self.seconds += time.perf_counter() - self._t0
 
 
 def make_runners(args, target, draft):
@@ -223,20 +233,28 @@ def main(argv=None):
     prompts = build_prompts(target, args.prompts)
     runners = make_runners(args, target, draft)
     counter = ForwardCounter(target.model)
+    dcounter = ForwardCounter(draft.model) if draft is not None else None
 
     with torch.inference_mode():
         for m in args.methods:  # warm-up: one short generation each
             runners[m](prompts[0][1], 4)
-        tot = {m: {"tokens": 0, "seconds": 0.0, "forwards": 0, "identical": 0, "runs": 0} for m in args.methods}
+        tot = {m: {"tokens": 0, "seconds": 0.0, "forwards": 0, "identical": 0, "runs": 0, "target_s": 0.0,
+                   "draft_s": 0.0, "draft_forwards": 0} for m in args.methods}
         per_prompt, mismatches = [], []
         for pid, ids in prompts:
             rows = []
             for rep in range(args.repeats):
                 for m in args.methods:
-                    f0, t0 = counter.n, time.perf_counter()
+                    f0, s0 = counter.n, counter.seconds
+                    d0, ds0 = (dcounter.n, dcounter.seconds) if dcounter else (0, 0.0)
+                    t0 = time.perf_counter()
                     toks = runners[m](ids, args.max_new_tokens)
                     dt, fw = time.perf_counter() - t0, counter.n - f0
                     t = tot[m]
+                    t["target_s"] += counter.seconds - s0
+                    if dcounter:
+                        t["draft_s"] += dcounter.seconds - ds0
+                        t["draft_forwards"] += dcounter.n - d0
                     t["tokens"], t["seconds"], t["forwards"], t["runs"] = (
                         t["tokens"] + len(toks), t["seconds"] + dt, t["forwards"] + fw, t["runs"] + 1)
                     rows.append({"prompt": pid, "repeat": rep, "method": m, "prompt_len": len(ids),
@@ -259,14 +277,15 @@ def main(argv=None):
     base, hf_base = tps.get("greedy"), tps.get("hf-greedy")
     w = max(12, *(len(m) for m in tot))
     print(f"\n{'method':{w}s} {'tokens':>7s} {'seconds':>8s} {'tok/s':>8s} {'x greedy':>9s} {'x hf-greedy':>11s} "
-          f"{'MAT':>6s} {'identical':>10s}")
+          f"{'MAT':>6s} {'identical':>10s} {'target s':>9s} {'draft s':>8s} {'other s':>8s} {'draft fw':>8s}")
     for m, t in tot.items():
         ratio = f"{tps[m] / base:.2f}" if base else "-"
         hf_ratio = f"{tps[m] / hf_base:.2f}" if hf_base else "-"
         mat = t["tokens"] / t["forwards"] if t["forwards"] else 0.0
         ident = f"{t['identical']}/{t['runs']}" if "greedy" in tot else "-"
         print(f"{m:{w}s} {t['tokens']:7d} {t['seconds']:8.2f} {tps[m]:8.2f} {ratio:>9s} {hf_ratio:>11s} "
-              f"{mat:6.2f} {ident:>10s}")
+              f"{mat:6.2f} {ident:>10s} {t['target_s']:9.2f} {t['draft_s']:8.2f} "
+              f"{t['seconds'] - t['target_s'] - t['draft_s']:8.2f} {t['draft_forwards']:8d}")
     print("\nmismatches vs our greedy:" if mismatches else "\nall outputs token-identical to our greedy"
           if "greedy" in tot else "\n(no greedy run: identity not checked)")
     for line in mismatches:
