@@ -29,26 +29,24 @@ from __future__ import annotations
 
 from harness.errors import ConfigError
 from harness.scorers import aggregate
-from strategies.prm_beam_search import score_new_steps
-from strategies.search import Candidate, SearchStrategy, vote
+from strategies.prm_beam_search import PRMBeamSearch, score_new_steps
+from strategies.search import Candidate, vote
 
 FINALS = ("best", "weighted_vote")
 
 
-class DVTS(SearchStrategy):
+class DVTS(PRMBeamSearch):
+    """PRM beam search's parameters and checks (n, beam_width, max_rounds; N/M kept = N/M
+    subtrees, `self.beams`), with independent subtrees and a final answer rule."""
+
     name = "dvts"
-    uses_scorer = True
 
     def __init__(self, n: int = 8, beam_width: int = 4, max_rounds: int = 40, final: str = "best", sampling=None,
                  scorer=None, aggregate: str = "last", max_step_tokens: int = 256):
-        super().__init__(sampling, scorer, aggregate, max_step_tokens)
-        if n < 1 or beam_width < 1 or max_rounds < 1:
-            raise ConfigError(f"{self.name}: need n >= 1, beam_width >= 1, max_rounds >= 1")
-        if n % beam_width:
-            raise ConfigError(f"{self.name}: n ({n}) must be a multiple of beam_width ({beam_width})")
+        super().__init__(n, beam_width, max_rounds, sampling, scorer, aggregate, max_step_tokens)
         if final not in FINALS:
             raise ConfigError(f"{self.name}: final must be one of {', '.join(FINALS)}, got '{final}'")
-        self.n, self.beam_width, self.max_rounds, self.final = n, beam_width, max_rounds, final
+        self.final = final
 
     def bind_task(self, task) -> None:
         if self.final == "weighted_vote" and not getattr(task, "votes", False):
@@ -56,18 +54,11 @@ class DVTS(SearchStrategy):
                               f"{task.name} does not define")
         super().bind_task(task)
 
-    @property
-    def subtrees(self) -> int:
-        return self.n // self.beam_width
-
-    def params(self):
-        return {**super().params(), "budget": f"N={self.n},M={self.beam_width}"}
-
     def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
         trace, snap, sampler, question, sc = self.start(target, messages)
         M = self.beam_width
-        beam: list[Candidate] = [Candidate()] * self.subtrees
-        live = list(range(self.subtrees))
+        beam: list[Candidate] = [Candidate()] * self.beams
+        live = list(range(self.beams))
         rounds = sampled = 0
         while live and rounds < self.max_rounds:
             rounds += 1
@@ -78,8 +69,8 @@ class DVTS(SearchStrategy):
                 best = max(range(j * M, (j + 1) * M), key=lambda i: (vals[i], -i))
                 beam[t] = kids[best]
             live = [t for t in live if not beam[t].finished]
-        done = [t for t in range(self.subtrees) if beam[t].finished]
-        values = {t: aggregate(beam[t].scores, self.aggregate) for t in range(self.subtrees)}
+        done = [t for t in range(self.beams) if beam[t].finished]
+        values = {t: aggregate(beam[t].scores, self.aggregate) for t in range(self.beams)}
         completed, voted = 0, 0
         if not done:  # nothing finished within max_rounds: complete the best live beam
             t = max(live, key=lambda t: (values[t], -t))
