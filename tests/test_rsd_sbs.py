@@ -4,10 +4,8 @@ fail, and end to end on V=4 models). Greedy equality comes from tests/test_lossl
 
 import itertools
 
-import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
 
 from harness.errors import ConfigError
 from strategies import probs as P
@@ -15,10 +13,7 @@ from strategies.base import SamplingParams
 from strategies.greedy import Greedy
 from strategies.rsd import RSD, sbs_children, stochastic_beam_tree
 from tests.test_distribution import _check_distribution
-
-
-def _rand_dist(g, v, peak=2.0):
-    return torch.softmax(torch.randn(v, generator=g) * peak, -1)
+from tests.test_tree_verify import _rand_dist, assert_first_two_tokens_follow_p
 
 
 def test_children_values_are_conditioned_on_the_parent():
@@ -41,19 +36,12 @@ def test_greedy_tree_is_beam_search():
     g = torch.Generator().manual_seed(2)
     ctx = {c: _rand_dist(g, V) for c in itertools.chain([()], itertools.product(range(V), repeat=1))}
 
-    def path(i, tokens, parents):
-        out = []
-        while i != -1:
-            out.append(tokens[i])
-            i = parents[i]
-        return tuple(out[::-1])
-
     tokens, parents, _ = stochastic_beam_tree(
-        ctx[()], lambda ids, t, p: torch.stack([ctx[path(i, t, p)] for i in ids]), W, 2, g, greedy=True)
+        ctx[()], lambda ids, t, p: torch.stack([ctx[_path(i, t, p)] for i in ids]), W, 2, g, greedy=True)
     level1 = sorted(range(V), key=lambda a: -float(ctx[()][a]))[:W]
     score = {(a, b): float(torch.log(ctx[()][a]) + torch.log(ctx[(a,)][b])) for a in level1 for b in range(V)}
     level2 = sorted(score, key=score.get, reverse=True)[:W]
-    got = [path(i, tokens, parents) for i in range(len(tokens))]
+    got = [_path(i, tokens, parents) for i in range(len(tokens))]
     assert got == [(a,) for a in level1] + level2
 
 
@@ -106,15 +94,8 @@ def test_rrs_on_stochastic_beam_tree_is_exact(width, depth, broken, n):
     ctxs = itertools.chain.from_iterable(itertools.product(range(V), repeat=r) for r in range(depth + 1))
     ctx_p = {c: _rand_dist(g, V) for c in ctxs}
     ctx_q = {c: _rand_dist(g, V) for c in ctx_p}
-    counts = {}
-    for _ in range(N):
-        key = _sbs_trial(g, ctx_p.__getitem__, ctx_q.__getitem__, width, depth, broken)
-        counts[key] = counts.get(key, 0) + 1
-    exact = {(a, b): float(ctx_p[()][a] * ctx_p[(a,)][b]) for a, b in itertools.product(range(V), repeat=2)}
-    obs = np.array([counts.get(k, 0) for k in exact])
-    expected = np.array(list(exact.values()))
-    pval = chisquare(obs, expected / expected.sum() * N).pvalue
-    assert (pval < 1e-3) if broken else (pval > 1e-3)
+    assert_first_two_tokens_follow_p(lambda: _sbs_trial(g, ctx_p.__getitem__, ctx_q.__getitem__, width, depth, broken),
+                                     ctx_p, V, N, broken)
 
 
 def test_rsd_sbs_preserves_distribution(small_models):

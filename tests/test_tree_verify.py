@@ -78,9 +78,16 @@ def test_stochastic_tree_rule_preserves_the_distribution(broken, monkeypatch):
     ctx_q = {c: _rand_dist(g, V) for c in ctx_p}
     if broken:  # forget the residual update between siblings: a classic multi-draft mistake
         monkeypatch.setattr(P, "residual", lambda p, q: p)
+    assert_first_two_tokens_follow_p(lambda: _two_level_trial(g, V, ctx_p.__getitem__, ctx_q.__getitem__, k),
+                                     ctx_p, V, N, broken)
+
+
+def assert_first_two_tokens_follow_p(trial, ctx_p, V: int, N: int, broken: bool) -> None:
+    """Run `trial` (-> the first two emitted tokens) N times; chi-square vs p(a) p(b | a): a broken
+    rule must be rejected (p < 1e-3), a correct one accepted."""
     counts = {}
     for _ in range(N):
-        key = _two_level_trial(g, V, ctx_p.__getitem__, ctx_q.__getitem__, k)
+        key = trial()
         counts[key] = counts.get(key, 0) + 1
     exact = {(a, b): float(ctx_p[()][a] * ctx_p[(a,)][b]) for a, b in itertools.product(range(V), repeat=2)}
     obs = np.array([counts.get(key, 0) for key in exact])
