@@ -82,10 +82,12 @@ class AcceptanceHead(torch.nn.Module):
                 "pca": self.pca}
 
 
-def proposal_features(q_logits: torch.Tensor, x: int) -> torch.Tensor:
-    """The draft's log q(x) and the entropy of q (softmax of its raw logits) for `--features hidden+q`."""
+def proposal_features(q_logits: torch.Tensor, x) -> torch.Tensor:
+    """The draft's log q(x) and the entropy of q (softmax of its raw logits) for `--features hidden+q`:
+    q_logits [..., V], x int or [...] -> [..., 2]. The one definition, used by training and decoding."""
     lsm = torch.log_softmax(q_logits.float(), -1)
-    return torch.stack([lsm[x], -(lsm.exp() * lsm).sum()])
+    x = torch.as_tensor(x, device=lsm.device)
+    return torch.stack([lsm.gather(-1, x[..., None])[..., 0], -(lsm.exp() * lsm).sum(-1)], -1)
 
 
 def resolve_path(path) -> Path:

@@ -52,7 +52,7 @@ import torch
 
 from harness.errors import ConfigError
 from strategies.base import SamplingParams
-from strategies.specdec_pp_head import AcceptanceHead, draft_identity, resolve_path, save_head
+from strategies.specdec_pp_head import AcceptanceHead, draft_identity, proposal_features, save_head
 from strategies.speculative import Speculative
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,12 +126,11 @@ def _one_prompt(target, draft, gen, prompt, max_new_tokens, sampling, mixing_rat
         draft.truncate_to(base)
         z_logits = draft.forward(z, hidden_layers=[layer])
         feats.append(draft.hidden[layer][pos].float().cpu())  # the hidden state AT the draft token
-        lsm = torch.log_softmax(torch.cat([q_first[None], z_logits[:-1]])[pos], -1)  # q that proposed it, in context
-        lq = lsm.gather(-1, d[pos][:, None])[:, 0]
-        ent = -(lsm.exp() * lsm).sum(-1)
-        extra.append(torch.stack([lq, ent], -1))
+        # log q(d) and entropy of the q that proposed d, in the mixed context
+        f = proposal_features(torch.cat([q_first[None], z_logits[:-1]])[pos], d[pos])
+        extra.append(f)
         labels.append(a[pos])
-        conf.append(lq.exp())
+        conf.append(f[:, 0].exp())
     if not feats:  # every position kept the target's token (tiny n): no example from this prompt
         hs = int(draft.model.config.hidden_size)
         feats, extra, labels, conf = [torch.zeros(0, hs)], [torch.zeros(0, 2)], [torch.zeros(0)], [torch.zeros(0)]
