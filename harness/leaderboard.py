@@ -24,11 +24,12 @@ from harness import metrics
 from harness.store import read_rows
 
 COLUMNS = ["task", "task_options", "strategy", "model", "dtype", "max_new_tokens", "draft_model", "n", "errors", "quality",
-           "quality_ci_low", "quality_ci_high", "tokens_per_s", "speedup", "mat", "acceptance",
+           "quality_ci_low", "quality_ci_high", "tokens_per_s", "speedup", "mat", "chain_acceptance",
+           "tree_acceptance",
            "forwards_per_token", "mean_ttft_s", "run"]
 # decimals shown in the Markdown table (the CSV and Parquet keep full precision)
 DECIMALS = {"quality": 3, "quality_ci_low": 3, "quality_ci_high": 3, "tokens_per_s": 1, "speedup": 2,
-            "mat": 2, "acceptance": 3, "forwards_per_token": 3, "mean_ttft_s": 3}
+            "mat": 2, "chain_acceptance": 3, "tree_acceptance": 3, "forwards_per_token": 3, "mean_ttft_s": 3}
 SPEEDUP_NOTE = ("speedup = tokens/s ratio vs the newest greedy run (same task and task options, model, dtype, "
                 "max_new_tokens) on the same examples; measured across runs, so indicative only.")
 

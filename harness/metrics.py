@@ -5,7 +5,13 @@
 - tokens/s = sum(new tokens) / sum(generation wall time) (prefill included).
 - MAT = sum(new tokens) / sum(target forwards): tokens per target forward, bonus included
   (1.00 for plain decoding).
-- acceptance = sum(accepted) / sum(drafted).
+- chain_acceptance = sum(accepted) / sum(drafted) over rows that verified chains of drafts:
+  the share of proposed draft tokens that were emitted.
+- tree_acceptance = sum(accepted) / sum(tree_nodes) over rows that verified token trees: the
+  accepted path length per tree node (a tree spends nodes on alternatives, so this is small
+  by design and not comparable with chain_acceptance).
+  Neither counts drafts or nodes that could not be emitted within the token budget, nor
+  accepted drafts cut by an EOS or the budget (harness/trace.py).
 - forwards per token = sum(target forwards) / sum(new tokens).
 - speedup = tokens/s of a run / tokens/s of a plain-decoding run on the same example ids.
 - large_share (model-switching strategies only) = sum(extra.large_tokens) / sum(new tokens).
@@ -54,6 +60,9 @@ def aggregate(rows: list[dict], secondary=()) -> dict:
     q = [r["quality"] for r in ok if r.get("quality") is not None]
     tot = {k: sum(r.get(k) or 0 for r in ok) for k in
            ("new_tokens", "wall_s", "target_forwards", "draft_forwards", "drafted", "accepted")}
+    chain = [r for r in ok if not tree_nodes(r)]
+    tree = [r for r in ok if tree_nodes(r)]
+    tot["tree_nodes"] = sum(tree_nodes(r) for r in tree)
     lo, hi = bootstrap_ci(q)
     ttft = [r["ttft_s"] for r in ok if r.get("ttft_s") is not None]
     return {
@@ -61,7 +70,8 @@ def aggregate(rows: list[dict], secondary=()) -> dict:
         "quality": float(np.mean(q)) if q else math.nan, "quality_ci_low": lo, "quality_ci_high": hi,
         "tokens_per_s": _ratio(tot["new_tokens"], tot["wall_s"]),
         "mat": _ratio(tot["new_tokens"], tot["target_forwards"]),
-        "acceptance": _ratio(tot["accepted"], tot["drafted"]),
+        "chain_acceptance": _ratio(sum(r.get("accepted") or 0 for r in chain), sum(r.get("drafted") or 0 for r in chain)),
+        "tree_acceptance": _ratio(sum(r.get("accepted") or 0 for r in tree), tot["tree_nodes"]),
         "forwards_per_token": _ratio(tot["target_forwards"], tot["new_tokens"]),
         "mean_ttft_s": float(np.mean(ttft)) if ttft else math.nan,
         **{f"total_{k}": v for k, v in tot.items()},
@@ -70,6 +80,12 @@ def aggregate(rows: list[dict], secondary=()) -> dict:
         **large_share(ok, tot["new_tokens"]),
         **pass_at_k_by_example(ok),
     }
+
+
+def tree_nodes(row: dict) -> int:
+    """Tree nodes a row verified (rows written before the column existed kept it in `extra`)."""
+    n = row.get("tree_nodes")
+    return int(n if n is not None else (row.get("extra") or {}).get("tree_nodes") or 0)
 
 
 def extra_means(rows: list[dict]) -> dict:

@@ -180,7 +180,8 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
             "wall_s": wall, "ttft_s": (trace.t_first - t0) if trace.t_first else None,
             "new_tokens": len(trace.tokens), "target_forwards": trace.target_forwards,
             "draft_forwards": trace.draft_forwards, "target_tokens_fed": trace.target_tokens_fed,
-            "drafted": trace.drafted, "accepted": trace.accepted, "verifications": trace.verifications,
+            "drafted": trace.drafted, "tree_nodes": trace.tree_nodes, "accepted": trace.accepted,
+            "verifications": trace.verifications,
             "accept_hist": {str(k): v for k, v in sorted(trace.accept_hist.items())}, "extra": trace.extra,
         })
         if trace.candidates:  # multi-draft methods (superposed): every draft's text, best first
@@ -239,7 +240,9 @@ def format_summary(s: dict) -> str:
              f"   examples {s['n']} (errors {s['errors']})   quality {f(s['quality'], '.3f')} "
              f"[95% CI {f(s['quality_ci_low'], '.3f')}, {f(s['quality_ci_high'], '.3f')}]",
              f"   tokens/s {f(s['tokens_per_s'], '.2f')}   MAT {f(s['mat'], '.2f')}   acceptance "
-             f"{f(s['acceptance'], '.3f')}   forwards/token {f(s['forwards_per_token'], '.3f')}   "
+             + (f"(tree: accepted / node) {f(s['tree_acceptance'], '.3f')}" if s.get("total_tree_nodes") else
+                f"{f(s['chain_acceptance'], '.3f')}")
+             + f"   forwards/token {f(s['forwards_per_token'], '.3f')}   "
              f"TTFT {f(s['mean_ttft_s'], '.3f')} s"]
     if any(k.startswith("pass@") for k in s):
         lines.append("   " + "   ".join(f"{k} {v:.3f}" for k, v in s.items() if k.startswith("pass@")))

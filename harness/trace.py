@@ -13,8 +13,9 @@ class Trace:
     target_forwards: int = 0  # forwards of the target model (prefill included)
     draft_forwards: int = 0  # forwards of a draft model
     target_tokens_fed: int = 0  # positions the target processed (prompt + drafts + tree nodes)
-    drafted: int = 0  # draft tokens proposed for verification
-    accepted: int = 0  # draft tokens accepted
+    drafted: int = 0  # chain drafts proposed for verification (within the token budget)
+    tree_nodes: int = 0  # tree nodes verified that could be emitted (depth < tokens still allowed)
+    accepted: int = 0  # draft tokens accepted AND emitted (none past the budget or an EOS)
     accept_hist: Counter = field(default_factory=Counter)  # accepted length per verification
     verifications: int = 0  # verification forwards
     finish: str = ""  # "eos" | "length"
@@ -23,6 +24,9 @@ class Trace:
     t_start: float = field(default_factory=time.perf_counter)
     t_first: float | None = None  # perf_counter when the first token became known
     _last: list = field(default_factory=list, repr=False)
+    budget: int | None = field(default=None, repr=False)  # max new tokens (set by `done`)
+    _pending: int | None = field(default=None, repr=False)  # accepted count of the verification not yet emitted
+    _last_accepted: int | None = field(default=None, repr=False)  # accepted count behind the last emit
 
     def emit(self, toks: list[int]) -> None:
         """Append tokens produced by the strategy; the first call fixes time-to-first-token."""
@@ -30,25 +34,57 @@ class Trace:
             self.t_first = time.perf_counter()
         self.tokens.extend(int(t) for t in toks)
         self._last = toks
+        self._last_accepted, self._pending = self._pending, None
 
     def done(self, eos_ids, max_new_tokens: int) -> bool:
         """True once the output fills the budget or the last emitted tokens hold an EOS."""
+        self.budget = max_new_tokens
         return len(self.tokens) >= max_new_tokens or any(int(t) in eos_ids for t in self._last)
 
+    def _room(self) -> int:
+        return (self.budget - len(self.tokens)) if self.budget is not None else 1 << 30
+
     def record_verification(self, drafted: int, accepted: int) -> None:
+        """A chain of `drafted` drafts verified, the first `accepted` kept (emitted next)."""
         self.verifications += 1
-        self.drafted += drafted
+        self.drafted += min(drafted, self._room())
         self.accepted += accepted
         self.accept_hist[accepted] += 1
+        self._pending = accepted
+
+    def record_tree_verification(self, parents: list[int], accepted: int) -> None:
+        """A token tree (node i's parent: parents[i], -1 = root) verified, a path of `accepted`
+        nodes kept. Nodes deeper than the tokens still allowed can never be emitted: not counted."""
+        room, depth = self._room(), []
+        for par in parents:
+            depth.append(0 if par < 0 else depth[par] + 1)
+        self.verifications += 1
+        self.tree_nodes += sum(d < room for d in depth)
+        self.accepted += accepted
+        self.accept_hist[accepted] += 1
+        self._pending = accepted
 
     def finish_with(self, eos_ids, max_new_tokens: int) -> "Trace":
-        """Cut at the first EOS or at the budget; set `finish`."""
+        """Cut at the first EOS or at the budget; set `finish`. Accepted drafts that the cut
+        removes (the last step's tokens past an EOS or the budget) are taken out of the counts."""
+        before = len(self.tokens)
+        self.finish = "length"
         for i, t in enumerate(self.tokens):
             if t in eos_ids:
                 self.tokens = self.tokens[: i + 1]
                 self.finish = "eos"
-                return self
-        self.tokens = self.tokens[:max_new_tokens]
-        self.finish = "length"
+                break
+        else:
+            self.tokens = self.tokens[:max_new_tokens]
+        cut = before - len(self.tokens)
+        if cut and self._last_accepted:  # the last emit was a verification: accepted drafts + 1
+            kept = max(len(self._last) - cut, 0)
+            lost = self._last_accepted - min(self._last_accepted, kept)
+            if lost:
+                self.accepted -= lost
+                self.accept_hist[self._last_accepted] -= 1
+                if not self.accept_hist[self._last_accepted]:
+                    del self.accept_hist[self._last_accepted]
+                self.accept_hist[self._last_accepted - lost] += 1
         return self
 

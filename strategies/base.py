@@ -149,7 +149,6 @@ class Strategy:
         logits = self.tree_logits(target, seq, tokens, parents)  # [n+1, V]
         p = logits if self.sampling.greedy else self.sampling.probs(logits)
         path, nxt = P.verify_tree(p, tokens, parents, q_by_parent, rng, self.sampling.greedy)
-        trace.record_verification(n, len(path))
-        trace.extra["tree_nodes"] = trace.extra.get("tree_nodes", 0) + n
+        trace.record_tree_verification(parents, len(path))
         target.keep(path, n)
         return [tokens[i] for i in path] + [nxt]

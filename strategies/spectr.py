@@ -92,7 +92,6 @@ class SpecTr(Strategy):
                 child = next(c for c in range(len(tokens)) if parents[c] == node and tokens[c] == cands[i])
             path.append(child)
             node = child
-        trace.record_verification(len(tokens), len(path))
-        trace.extra["tree_nodes"] = trace.extra.get("tree_nodes", 0) + len(tokens)
+        trace.record_tree_verification(parents, len(path))
         target.keep(path, len(tokens))
         return [tokens[c] for c in path] + [nxt]

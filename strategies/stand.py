@@ -251,8 +251,7 @@ class STAND(Strategy):
                     qmap[node] = q
                 path, nxt = P.verify_tree(_LazyProbs(rows, s), tokens, parents, qmap, rng, False)
             if m:
-                trace.record_verification(m, len(path))
-                trace.extra["tree_nodes"] = trace.extra.get("tree_nodes", 0) + m
+                trace.record_tree_verification(parents[:m], len(path))
                 target.keep(path, m)
             self._learn(path, ranks, hit, nkids)
             # verified positions: (prompt at the prefill), the root, each accepted node

@@ -305,8 +305,7 @@ class TokenRecycling(Strategy):
 
                 path, nxt = verify_point_mass_tree(row_probs, tokens, parents, rng)
             if m:
-                trace.record_verification(m, len(path))
-                trace.extra["tree_nodes"] = trace.extra.get("tree_nodes", 0) + m
+                trace.record_tree_verification(parents[:m], len(path))
                 target.keep(path, m)
             # recycle: prompt rows (first step), the other nodes, the root, the accepted path last
             # (on a repeated token the later write wins: the committed trajectory's rows)

@@ -45,6 +45,19 @@ def tiny_selfdraft():
 
 
 @pytest.fixture(scope="session")
+def peaked_target():
+    """A tiny target with confident (peaked) next-token distributions, and below its twin."""
+    return tiny_spec("tiny-peaked", seed=0, init_std=1.0).load()
+
+
+@pytest.fixture(scope="session")
+def peaked_twin():
+    """The peaked target's own weights as a separate draft engine: a perfect draft, so every
+    draft is accepted and deep accepted paths (tree positions, cache keeps) are exercised."""
+    return tiny_spec("tiny-peaked-twin", seed=0, init_std=1.0).load()
+
+
+@pytest.fixture(scope="session")
 def small_models():
     """A V=4 target and a different V=4 draft with spread-out distributions (distribution tests)."""
     kw = dict(vocab_size=4, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -70,7 +70,7 @@ def test_leaderboard_tables(results, capsys):
     assert g["quality_ci_low"] <= g["quality"] <= g["quality_ci_high"]
     assert s["quality"] == pytest.approx(2 / 3) and s["tokens_per_s"] == pytest.approx(30 / 3)
     assert (s["n"], s["errors"], s["draft_model"]) == (4, 1, "tiny")
-    assert s["acceptance"] == pytest.approx(13 / 20)
+    assert s["chain_acceptance"] == pytest.approx(13 / 20)
     assert o["tokens_per_s"] == pytest.approx(40 / 8)
 
     assert g["speedup"] == 1.0 and df.loc["greedy-old", "speedup"] == 1.0

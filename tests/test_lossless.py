@@ -1,7 +1,12 @@
 """Lossless strategies at temperature 0 are token-identical to greedy (fp32, tiny random models).
 
 Parametrised over every conf/strategy/*.yaml whose class declares `lossless = True`: a new
-lossless strategy is tested by adding its YAML, nothing else.
+lossless strategy is tested by adding its YAML, nothing else. Draft-model methods run with
+three drafts: a different random model (drafts mostly rejected), the target's first layer
+(sometimes right) and a PERFECT draft (the weights of a peaked target, every draft accepted),
+where deep accepted paths must occur (accept length >= 3), so tree positions, cache keeps and
+rollbacks past several accepted tokens are exercised. Model-free methods draft from repeating
+prompts and must reach the same depth.
 """
 
 from pathlib import Path
@@ -37,9 +42,16 @@ def lossless_cases():
         if not s.lossless:
             continue
         ks = [1, 3, 7] if hasattr(s, "k") else [None]
-        kinds = ["other", "self"] if s.draft is not None else [None]
+        kinds = ["other", "self", "perfect"] if s.draft is not None else [None]
         cases += [(name, k, d) for k in ks for d in kinds]
     return cases
+
+
+# Methods whose drafts cannot be made good on a random model, so no deep path is asserted:
+# DEL drafts from the target's own early-exit layers, LUD from placeholder positions that only a
+# LUD-fine-tuned model predicts (both are still checked token for token).
+NO_DEEP_DRAFTS = {"del": "early-exit drafts of a random model", "lud": "needs a LUD-fine-tuned model"}
+MODEL_FREE_DEEP = ("pld", "token_recycling", "stand")  # draft from the repeating prompts
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +60,36 @@ def greedy_outputs(tiny_target):
     return [g.generate(tiny_target, p, 48, torch.Generator().manual_seed(0)).tokens for p in PROMPTS]
 
 
+@pytest.fixture(scope="module")
+def peaked_greedy_outputs(peaked_target):
+    g = Greedy()
+    return [g.generate(peaked_target, p, 48, torch.Generator().manual_seed(0)).tokens for p in PROMPTS]
+
+
 @pytest.mark.parametrize("name,k,draft_kind", lossless_cases())
-def test_token_identical_to_greedy(name, k, draft_kind, tiny_target, tiny_draft, tiny_selfdraft, greedy_outputs):
+def test_token_identical_to_greedy(name, k, draft_kind, tiny_target, tiny_draft, tiny_selfdraft, greedy_outputs,
+                                   peaked_target, peaked_twin, peaked_greedy_outputs):
     s = load_strategy(name, ["strategy.sampling.temperature=0"] if name != "greedy" else [])
     if k is not None:
         s.k = k
-    draft = {"other": tiny_draft, "self": tiny_selfdraft, None: None}[draft_kind]
+    draft = {"other": tiny_draft, "self": tiny_selfdraft, "perfect": peaked_twin, None: None}[draft_kind]
+    if draft_kind == "perfect":
+        tiny_target, greedy_outputs = peaked_target, peaked_greedy_outputs
     if hasattr(s, "step_model"):  # adaptive K (smartspec): make drafting free so every path is exercised
         s.step_model = {"target_a": 1.0, "target_b": 0.0, "draft_token_s": 0.0}
-    drafted = accepted = 0
+    drafted = accepted = deepest = 0
     for prompt, ref in zip(PROMPTS, greedy_outputs):
         tr = s.generate(tiny_target, prompt, 48, torch.Generator().manual_seed(0), draft=draft)
         assert tr.tokens == ref, f"{name} diverged from greedy on prompt {prompt[:4]}..."
         assert sum(tr.accept_hist.values()) == tr.verifications
         assert sum(k_ * v for k_, v in tr.accept_hist.items()) == tr.accepted
-        drafted, accepted = drafted + tr.drafted, accepted + tr.accepted
+        assert tr.accepted <= len(tr.tokens)  # accepted drafts are emitted tokens, never more
+        drafted, accepted = drafted + tr.drafted + tr.tree_nodes, accepted + tr.accepted
+        deepest = max([deepest, *tr.accept_hist])
     if s.draft is not None or name == "pld":
         assert drafted > 0 and 0 <= accepted <= drafted
+    if (draft_kind == "perfect" or name in MODEL_FREE_DEEP) and (k is None or k >= 3):
+        assert deepest >= 3, f"{name} never accepted a path of 3+ drafts: the test would miss tree/rollback bugs"
 
 
 def test_speculative_counts_forwards(tiny_target, tiny_selfdraft):

@@ -19,7 +19,7 @@ def test_aggregate_is_total_over_total_and_skips_errors():
     a = metrics.aggregate(rows)
     assert a["n"] == 3 and a["errors"] == 1 and a["quality"] == 0.5
     assert a["tokens_per_s"] == pytest.approx(40 / 5.0) and a["mat"] == pytest.approx(40 / 20)
-    assert a["acceptance"] == pytest.approx(15 / 30) and a["forwards_per_token"] == pytest.approx(0.5)
+    assert a["chain_acceptance"] == pytest.approx(15 / 30) and a["forwards_per_token"] == pytest.approx(0.5)
     assert a["quality_ci_low"] <= 0.5 <= a["quality_ci_high"]
 
 

@@ -103,7 +103,7 @@ def test_reset_policies(tiny_target):
     ref = [fresh.generate(tiny_target, p, 24, g().manual_seed(0)) for p in PROMPTS[::-1]]
     s = TokenRecycling(template="cpu16")  # per_example: order changes nothing, counters included
     got = [s.generate(tiny_target, p, 24, g().manual_seed(0)) for p in PROMPTS][::-1]
-    assert [(t.tokens, t.drafted, t.accepted) for t in got] == [(t.tokens, t.drafted, t.accepted) for t in ref]
+    assert [(t.tokens, t.tree_nodes, t.accepted) for t in got] == [(t.tokens, t.tree_nodes, t.accepted) for t in ref]
     never = TokenRecycling(template="cpu16", reset="never", prefill_update=False)
     never.generate(tiny_target, PROMPTS[0], 24, g().manual_seed(0))
     adj = never._adj
@@ -115,8 +115,8 @@ def test_reset_policies(tiny_target):
     assert never.params()["reset"] == "never" and never.params()["adjacency_bytes"] == tiny_target.vocab_size * 32
     # one step (2 tokens): an empty matrix drafts nothing, the carried one drafts from its rows
     cold = TokenRecycling(template="cpu16", prefill_update=False)
-    assert cold.generate(tiny_target, PROMPTS[1], 2, g().manual_seed(0)).drafted == 0
-    assert never.generate(tiny_target, PROMPTS[1], 2, g().manual_seed(0)).drafted > 0
+    assert cold.generate(tiny_target, PROMPTS[1], 2, g().manual_seed(0)).tree_nodes == 0
+    assert never.generate(tiny_target, PROMPTS[1], 2, g().manual_seed(0)).tree_nodes > 0
 
 
 def test_point_mass_rule_exact(monkeypatch):
@@ -202,7 +202,7 @@ def test_stand_sample_sharing_and_reset(tiny_target):
                                         and k not in {tuple(PROMPTS[1][i:i + 3]) for i in range(6)})
     fresh = STAND().generate(tiny_target, PROMPTS[1], 16, g().manual_seed(0))
     again = s.generate(tiny_target, PROMPTS[1], 16, g().manual_seed(0))
-    assert again.drafted >= fresh.drafted and n1 > 0
+    assert again.tree_nodes >= fresh.tree_nodes and n1 > 0
     off = STAND(share_across_samples=False)
     off.generate(tiny_target, PROMPTS[0], 16, g().manual_seed(0))
     t1 = off.table
@@ -239,5 +239,5 @@ def test_stand_fixed_branching_and_params(tiny_target):
     s = STAND(branching=[2, 1], node_budget=10)
     tr = s.generate(tiny_target, PROMPTS[0], 20, torch.Generator().manual_seed(0))
     assert tr.tokens == Greedy().generate(tiny_target, PROMPTS[0], 20, torch.Generator().manual_seed(0)).tokens
-    assert tr.drafted <= 4 * tr.verifications and s.params()["branching"] == [2, 1]
+    assert tr.tree_nodes <= 4 * tr.verifications and s.params()["branching"] == [2, 1]
     assert STAND().params()["branching"] == "auto"

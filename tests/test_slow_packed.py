@@ -108,5 +108,5 @@ def test_qwen_pair_fp32_method_equals_greedy(name, qwen_pair, qwen_greedy):
     for p, ref in zip(*qwen_greedy):
         tr = s.generate(target, p, QWEN_TOK, torch.Generator().manual_seed(0), draft=draft)
         assert tr.tokens == ref, f"{name} diverged from greedy"
-        drafted, accepted = drafted + tr.drafted, accepted + tr.accepted
+        drafted, accepted = drafted + tr.drafted + tr.tree_nodes, accepted + tr.accepted
     assert drafted > 0 and accepted > 0
