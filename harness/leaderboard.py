@@ -30,7 +30,7 @@ COLUMNS = ["task", "task_options", "strategy", "model", "dtype", "max_new_tokens
 # decimals shown in the Markdown table (the CSV and Parquet keep full precision)
 DECIMALS = {"quality": 3, "quality_ci_low": 3, "quality_ci_high": 3, "tokens_per_s": 1, "speedup": 2,
             "mat": 2, "chain_acceptance": 3, "tree_acceptance": 3, "forwards_per_token": 3, "mean_ttft_s": 3}
-SPEEDUP_NOTE = ("speedup = tokens/s ratio vs the newest greedy run (same task and task options, model, dtype, "
+SPEEDUP_NOTE = ("speedup = tokens/s ratio vs the newest greedy run (same task and task options, model identity, dtype, device, threads, "
                 "max_new_tokens) on the same examples; measured across runs, so indicative only.")
 
 
@@ -73,7 +73,7 @@ def table_rows(runs: list[dict]) -> list[dict]:
         agg = metrics.aggregate(r["rows"], meta.get("secondary_metrics", ()))
         secondary = agg.pop("secondary")
         extra = agg.pop("extra_per_example", {})
-        task, options, model, dtype, mnt = metrics.baseline_key(meta)
+        task, options, model, dtype, mnt = metrics.baseline_key(meta)[:5]
         line = {"task": task, "task_options": options, "strategy": meta.get("strategy"), "model": model, "dtype": dtype,
                 "max_new_tokens": mnt, "draft_model": draft.get("name") if isinstance(draft, dict) else None,
                 **agg, "speedup": sp, **{f"score_{k}": v for k, v in secondary.items()},

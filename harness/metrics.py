@@ -151,10 +151,12 @@ def pass_at_k_by_example(rows: list[dict], ks=(1, 2, 5, 10, 20, 50, 100)) -> dic
 
 def baseline_key(meta: dict) -> tuple:
     """What a plain-decoding baseline must share with a run: task (and its options, e.g. a
-    subtask or a document order), model, dtype, token budget."""
+    subtask or a document order), the model's real identity (hub id, or pack + sha256: never
+    the config's name), dtype, token budget, device and torch threads."""
     options = ",".join(f"{k}={v}" for k, v in sorted((meta.get("task_options") or {}).items()))
-    return (meta.get("task"), options, meta.get("model"), (meta.get("model_spec") or {}).get("dtype"),
-            meta.get("max_new_tokens"))
+    spec = meta.get("model_spec") or {}
+    return (meta.get("task"), options, spec.get("identity") or meta.get("model"), spec.get("dtype"),
+            meta.get("max_new_tokens"), meta.get("device"), meta.get("threads"))
 
 
 def speedup(rows: list[dict], baseline_rows: list[dict]) -> tuple[float, int]:

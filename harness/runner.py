@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,83 @@ def config_hash(cfg: DictConfig) -> str:
         if isinstance(node, dict):
             node.pop(leaf, None)
     return provenance.stable_hash(c)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def artifact_hashes(strategy) -> dict:
+    """{artifact: sha256 of the file's content} for every file the strategy loads (a relative
+    path is looked up in the working directory, then in the repository root); 'missing' when
+    absent (the strategy reports that itself when it needs the file)."""
+    out = {}
+    for key, value in sorted(strategy.artifacts().items()):
+        p = Path(value).expanduser()
+        if not p.is_absolute() and not p.exists():
+            p = ROOT / p
+        out[key] = file_sha256(p) if p.is_file() else "missing"
+    return out
+
+
+def data_fingerprint(task, examples: list[dict]) -> str:
+    """sha256 of the task's FULL example list (every example, not only the first task.limit:
+    a larger limit resumes the same run), so other data is another run."""
+    if task.limit:
+        limit, task.limit = task.limit, None
+        try:
+            examples = task.load()
+        finally:
+            task.limit = limit
+    return provenance.stable_hash(examples)
+
+
+def run_identity(cfg: DictConfig, task, strategy, model_spec, examples, choices: dict | None = None) -> dict:
+    """Everything that names a run: the settings hash (config only), the run hash (settings +
+    data fingerprint + artifact contents) and the run name, built from the model's REAL source."""
+    choices = choices or {}
+    settings = config_hash(cfg)
+    data = data_fingerprint(task, examples)
+    arts = artifact_hashes(strategy)
+    chash = provenance.stable_hash({"settings": settings, "data": data, "artifacts": arts})
+    names = {"task": choices.get("task", task.name), "strategy": choices.get("strategy", strategy.name),
+             "model": model_spec.identity()}
+    run_name = cfg.run.name or f"{names['task']}-{names['strategy']}-{model_spec.slug()}-{chash[:8]}"
+    return {"config_hash": chash, "settings_hash": settings, "data_fingerprint": data, "artifacts": arts,
+            "names": names, "run_name": run_name}
+
+
+def _say_if_inputs_changed(results_dir: Path, ident: dict) -> None:
+    """One line when a run of the same settings exists with other data or artifacts."""
+    for m in sorted(results_dir.glob("*/meta.json")):
+        try:
+            o = json.loads(m.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if o.get("settings_hash") == ident["settings_hash"] and o.get("config_hash") != ident["config_hash"]:
+            what = [f"data {o.get('data_fingerprint', '?')[:8]} -> {ident['data_fingerprint'][:8]}"] \
+                if o.get("data_fingerprint") != ident["data_fingerprint"] else []
+            what += [f"{k} {str((o.get('artifacts') or {}).get(k, 'none'))[:8]} -> {v[:8]}"
+                     for k, v in ident["artifacts"].items() if (o.get("artifacts") or {}).get(k) != v]
+            print(f"[harness] same settings as run {m.parent.name} but other inputs ({'; '.join(what)}): "
+                  f"starting a new run {ident['run_name']}", flush=True)
+            return
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=1, default=str))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def example_seed(seed: int, example_id: str, sample: int) -> int:
@@ -96,18 +175,20 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
     if not examples:
         raise ConfigError(f"task {task.name}: no examples to run")
 
-    names = {"task": choices.get("task", task.name), "strategy": choices.get("strategy", strategy.name),
-             "model": choices.get("model", model_spec.name)}
-    chash = config_hash(cfg)
-    run_name = rc.name or f"{names['task']}-{names['strategy']}-{names['model']}-{chash[:8]}"
+    ident = run_identity(cfg, task, strategy, model_spec, examples, choices)
+    names, chash, run_name = ident["names"], ident["config_hash"], ident["run_name"]
     run_dir = Path(rc.results_dir) / run_name
+    fresh_dir = not run_dir.exists()
+    if fresh_dir and Path(rc.results_dir).is_dir():
+        _say_if_inputs_changed(Path(rc.results_dir), ident)
     writer = RowWriter(run_dir)  # refuses a second live writer before any model loads
+    old = {}
     try:
         meta_path = run_dir / "meta.json"
         if meta_path.exists():
             old = json.loads(meta_path.read_text())
             if old.get("config_hash") != chash:
-                raise ConfigError(f"run folder {run_dir} holds another configuration "
+                raise ConfigError(f"run folder {run_dir} holds another configuration or other inputs "
                                   f"({old.get('config_hash', '?')[:8]} != {chash[:8]}); choose another run.name")
         done = {row_key(r): r for r in read_rows(writer.path)}
         todo = [(e, s) for e in examples for s in range(rc.samples)
@@ -121,17 +202,26 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
             strategy.setup(target, draft)
             task_options = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
                             if k not in ("_target_", "limit", "path")}
-            info = {"config_hash": chash, "run": run_name, **names, "task_version": task.version,
-                    "task_options": task_options,
+            machine = {**provenance.machine(), "threads": torch.get_num_threads(), "device": str(target.device)}
+            info = {"config_hash": chash, "settings_hash": ident["settings_hash"],
+                    "data_fingerprint": ident["data_fingerprint"], "artifacts": ident["artifacts"],
+                    "artifact_paths": strategy.artifacts(), "run": run_name, **names,
+                    "model_name": model_spec.name, "task_version": task.version, "task_options": task_options,
                     "task_source": task.describe()["source"], "model_spec": model_spec.describe(),
                     "strategy_params": strategy.params(), "quality_metric": task.quality_metric,
                     "max_new_tokens": rc.max_new_tokens, "seed": rc.seed,
-                    "secondary_metrics": list(task.secondary_metrics), **provenance.machine()}
-            meta_path.write_text(json.dumps(info, indent=1, default=str))
+                    "secondary_metrics": list(task.secondary_metrics), **machine}
+            start = {"timestamp": time.time(), "examples_to_run": len(todo), "already_done": len(done),
+                     **{k: machine[k] for k in ("git_sha", "versions", "cpu", "gpu", "threads", "host_cores",
+                                                "device")}}
+            info["starts"] = list(old.get("starts") or []) + [start]  # the provenance of every start and resume
+            write_json_atomic(meta_path, info)
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             _loop(task, strategy, target, draft, todo, rc, writer, info)
     finally:
         writer.close()
+        if fresh_dir and not (run_dir / "meta.json").exists() and not read_rows(run_dir / "rows.jsonl"):
+            shutil.rmtree(run_dir, ignore_errors=True)  # failed before anything was written: leave no empty run
     return summarize(run_dir, rc)
 
 
@@ -159,7 +249,8 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
     seed = example_seed(rc.seed, ex["id"], s)
     row = {"run": info["run"], "config_hash": info["config_hash"], "example_id": ex["id"], "sample": s,
            "seed": seed, "task": info["task"], "task_version": info["task_version"],
-           "strategy": info["strategy"], "model": info["model"], "dtype": info["model_spec"]["dtype"],
+           "strategy": info["strategy"], "model": info["model"], "model_name": info["model_name"],
+           "dtype": info["model_spec"]["dtype"],
            "draft_model": info["strategy_params"].get("draft", {}).get("name"),
            "scorer": info["strategy_params"].get("scorer"), "error": None}
     try:
@@ -227,7 +318,7 @@ def summarize(run_dir: Path, rc) -> dict:
     if base_dir is not None:
         sp, n = metrics.speedup(rows, read_rows(base_dir / "rows.jsonl"))
         summary.update({"baseline": base_dir.name, "speedup": sp, "speedup_examples": n})
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json_atomic(run_dir / "summary.json", summary)
     print(format_summary(summary), flush=True)
     return summary
 

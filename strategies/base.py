@@ -67,6 +67,13 @@ class Strategy:
             out["draft"] = self.draft.describe()
         return out
 
+    ARTIFACT_ATTRS = ("head_path", "ngram_path", "corpus", "step_profile")
+
+    def artifacts(self) -> dict[str, str]:
+        """Files this strategy loads (trained heads, n-gram corpora, step profiles): the runner
+        hashes their CONTENT into the run identity and records the hashes in meta.json."""
+        return {a: str(getattr(self, a)) for a in self.ARTIFACT_ATTRS if getattr(self, a, None)}
+
     def setup(self, target, draft=None) -> None:
         """Called once by the runner after the models load, outside any example's timing (e.g.
         to profile the machine). Whatever it sets must be recorded in the rows."""

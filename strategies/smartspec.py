@@ -7,20 +7,51 @@ Before each step choose K in {0, ..., k_max} maximising
 
 alpha = this request's acceptance rate so far (Beta prior: `prior_accept` of `prior_weight`
 drafted tokens), step_time(K) = K * draft_token_s + target_a + target_b * (K + 1), a linear model
-of the target's cost in verified tokens plus the draft's cost per token. The times are
-profiled on this machine (a few timed forwards before the first example; recorded in every
-row) or given in the YAML (`step_model`). K = 0 is plain decoding: speculation switches
-itself off where it would lose. Lossless whatever K is chosen (standard verification).
+of the target's cost in verified tokens plus the draft's cost per token. K = 0 is plain
+decoding: speculation switches itself off where it would lose. Lossless whatever K is chosen
+(standard verification).
+
+The step-time model is an explicit INPUT, never measured during a run (a run that timed its
+own forwards would choose other K's, and so write other rows, on a busier machine): either
+coefficients in the YAML (`step_model`) or a profile file (`step_profile`) written once by
+
+    python -m strategies.smartspec --out results/profiles/NAME.json [hydra overrides, e.g. model=...]
+
+which times target forwards of 1 and 8 tokens and a 1-token draft forward on this machine. The
+file's sha256 is part of the run's identity (harness/runner.py hashes every strategy artifact)
+and the coefficients are in every row. Same config + same profile -> identical rows.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from harness.errors import ConfigError
 from strategies.speculative import Speculative
+
+STEP_KEYS = ("target_a", "target_b", "draft_token_s")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_step_profile(path) -> dict:
+    """The coefficients of a profile file written by `python -m strategies.smartspec`."""
+    p = Path(str(path)).expanduser()
+    p = p if p.is_absolute() or p.exists() else ROOT / p
+    try:
+        obj = json.loads(p.read_text())
+        model = {k: float(obj["step_model"][k]) for k in STEP_KEYS}
+    except FileNotFoundError:
+        raise ConfigError(f"smartspec: step profile {p} does not exist; write one with "
+                          f"`python -m strategies.smartspec --out {path}` or give strategy.step_model") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"smartspec: {p} is not a step profile ({e.__class__.__name__}: {e}); "
+                          f"it needs step_model.{{{', '.join(STEP_KEYS)}}}") from None
+    return model
 
 
 def expected_tokens(k: int, alpha: float) -> float:
@@ -34,12 +65,24 @@ class SmartSpec(Speculative):
     name = "smartspec"
 
     def __init__(self, draft, k_max: int = 8, prior_accept: float = 0.6, prior_weight: float = 4.0,
-                 step_model: dict | None = None, sampling=None):
+                 step_model: dict | None = None, step_profile: str | None = None, sampling=None):
         super().__init__(draft, k=max(k_max, 1), sampling=sampling)
         if k_max < 0 or not 0 < prior_accept < 1 or prior_weight < 0:
             raise ConfigError("smartspec: need k_max >= 0, 0 < prior_accept < 1, prior_weight >= 0")
+        if bool(step_model) == bool(step_profile):
+            raise ConfigError("smartspec: give exactly one of strategy.step_model ({target_a, target_b, "
+                              "draft_token_s} in seconds) or strategy.step_profile (a file written by "
+                              "`python -m strategies.smartspec --out FILE`)")
         self.k_max, self.prior_accept, self.prior_weight = k_max, prior_accept, prior_weight
-        self.step_model = dict(step_model) if step_model else None  # {target_a, target_b, draft_token_s}
+        self.step_profile = str(step_profile) if step_profile else ""
+        if step_model:
+            missing = [k for k in STEP_KEYS if k not in step_model]
+            if missing or any(float(v) < 0 for v in step_model.values()):
+                raise ConfigError(f"smartspec: step_model needs non-negative {', '.join(STEP_KEYS)} (missing: "
+                                  f"{', '.join(missing) or 'none'})")
+            self.step_model = {k: float(step_model[k]) for k in STEP_KEYS}
+        else:
+            self.step_model = load_step_profile(step_profile)
 
     def params(self) -> dict:
         return {**super().params(), "step_model": self.step_model}
@@ -63,14 +106,7 @@ class SmartSpec(Speculative):
         b = max((t8 - t1) / 7, 0.0)
         return {"target_a": max(t1 - b, 0.0), "target_b": b, "draft_token_s": d1}
 
-    def setup(self, target, draft) -> None:
-        """Profile the step-time model once, before the first example (the runner calls this
-        outside any example's timing); the model is recorded in every row."""
-        if self.step_model is None:
-            self.step_model = self.profile(target, draft, list(range(10, 42)))
-
     def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None):
-        self.setup(target, draft)  # no-op after the first call
         trace = super().generate(target, prompt_ids, max_new_tokens, rng, draft=draft)
         trace.extra.update({f"step_model_{k}": v for k, v in self.step_model.items()})
         return trace
@@ -88,3 +124,40 @@ class SmartSpec(Speculative):
         trace.extra["k_chosen"] = trace.extra.get("k_chosen", 0) + best
         trace.extra["steps_without_speculation"] = trace.extra.get("steps_without_speculation", 0) + (best == 0)
         return best
+
+
+def main(argv=None) -> int:
+    """Profile the step-time model of a target/draft pair on this machine and write it as a file."""
+    import argparse
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    ap = argparse.ArgumentParser(prog="python -m strategies.smartspec", description=main.__doc__)
+    ap.add_argument("--out", required=True, help="profile file to write (JSON)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
+    ap.add_argument("overrides", nargs="*", help="hydra overrides: model=..., model@strategy.draft=...")
+    a = ap.parse_args(argv)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["strategy=smartspec", "strategy.step_profile=null",
+                                           "strategy.step_model={target_a: 1, target_b: 0, draft_token_s: 0}",
+                                           *a.overrides])
+    spec = instantiate(cfg.model, _convert_="all")
+    strat = instantiate(cfg.strategy, _convert_="all")
+    torch.set_num_threads(int(cfg.run.threads))
+    target, draft = spec.load(), strat.draft.load()
+    model = strat.profile(target, draft, list(range(10, 42)), repeats=a.repeats)
+    from harness import provenance
+
+    out = {"step_model": model, "target": spec.describe(), "draft": strat.draft.describe(),
+           "threads": torch.get_num_threads(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "cpu": provenance.cpu_model(), "repeats": a.repeats}
+    p = Path(a.out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"[smartspec] wrote {p}: " + ", ".join(f"{k}={v:.4g}s" for k, v in model.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

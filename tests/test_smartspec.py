@@ -30,13 +30,38 @@ def test_speculates_fully_when_drafting_is_free(tiny_target, tiny_selfdraft):
     assert tr.extra["steps_without_speculation"] == 0 and tr.drafted > 0
 
 
-def test_profiles_the_machine_once(tiny_target, tiny_selfdraft):
-    s = SmartSpec(draft=None, k_max=4)
-    s.setup(tiny_target, tiny_selfdraft)
+def test_step_model_is_an_explicit_input(tmp_path):
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="exactly one"):
+        SmartSpec(draft=None)  # nothing given: never profiled behind the user's back
+    with pytest.raises(ConfigError, match="exactly one"):
+        SmartSpec(draft=None, step_model={"target_a": 1, "target_b": 0, "draft_token_s": 0}, step_profile="x.json")
+    with pytest.raises(ConfigError, match="does not exist"):
+        SmartSpec(draft=None, step_profile=str(tmp_path / "missing.json"))
+    (tmp_path / "bad.json").write_text('{"step_model": {"target_a": 1}}')
+    with pytest.raises(ConfigError, match="not a step profile"):
+        SmartSpec(draft=None, step_profile=str(tmp_path / "bad.json"))
+    with pytest.raises(ConfigError, match="target_b"):
+        SmartSpec(draft=None, step_model={"target_a": 1})
+
+
+def test_profile_tool_writes_a_file_that_smartspec_reads(tmp_path, tiny_target, tiny_selfdraft):
+    from strategies.smartspec import main
+
+    out = tmp_path / "profile.json"
+    assert main(["--out", str(out), "--repeats", "1", "model=tiny_random", "model@strategy.draft=tiny_random",
+                 "strategy.draft.truncate_layers=1"]) == 0
+    s = SmartSpec(draft=None, k_max=4, step_profile=str(out))
     m = dict(s.step_model)
     assert set(m) == {"target_a", "target_b", "draft_token_s"} and all(v >= 0 for v in m.values())
+    assert s.params()["step_model"] == m and s.params()["step_profile"] == str(out)
     tr = s.generate(tiny_target, [1, 2, 3], 10, torch.Generator(), draft=tiny_selfdraft)
     assert s.step_model == m and tr.extra["step_model_target_a"] == m["target_a"]  # recorded in the row
+    # same profile -> the same K choices and tokens, however busy the machine is now
+    again = SmartSpec(draft=None, k_max=4, step_profile=str(out)).generate(
+        tiny_target, [1, 2, 3], 10, torch.Generator(), draft=tiny_selfdraft)
+    assert (again.tokens, again.extra) == (tr.tokens, tr.extra)
 
 
 def test_specdec_pp_confidence_adapts_the_draft_length(tiny_target, tiny_selfdraft):
