@@ -78,6 +78,7 @@ def aggregate(rows: list[dict], secondary=()) -> dict:
         "secondary": secondary_metrics(ok, secondary),
         "extra_per_example": extra_means(ok),
         **large_share(ok, tot["new_tokens"]),
+        **sandbox_tiers(ok),
         **pass_at_k_by_example(ok),
     }
 
@@ -98,6 +99,17 @@ def extra_means(rows: list[dict]) -> dict:
                 s, n = sums.get(k, (0.0, 0))
                 sums[k] = (s + v, n + 1)
     return {k: s / n for k, (s, n) in sorted(sums.items())}
+
+
+def sandbox_tiers(rows: list[dict]) -> dict:
+    """Tasks that run model-written code (HumanEval): {tier: rows} of the sandbox isolation tier
+    the rows were scored under; empty when no row ran code."""
+    tiers: dict = {}
+    for r in rows:
+        t = (r.get("score") or {}).get("tier")
+        if t:
+            tiers[t] = tiers.get(t, 0) + 1
+    return {"sandbox_tiers": dict(sorted(tiers.items()))} if tiers else {}
 
 
 def large_share(rows: list[dict], new_tokens: float) -> dict:

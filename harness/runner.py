@@ -337,6 +337,11 @@ def format_summary(s: dict) -> str:
              f"TTFT {f(s['mean_ttft_s'], '.3f')} s"]
     if any(k.startswith("pass@") for k in s):
         lines.append("   " + "   ".join(f"{k} {v:.3f}" for k, v in s.items() if k.startswith("pass@")))
+    if s.get("sandbox_tiers"):
+        t = s["sandbox_tiers"]
+        weak = {k: v for k, v in t.items() if k != "full"}
+        lines.append(("   WARNING: model-written code ran in a WEAKER sandbox tier: " if weak else
+                      "   sandbox isolation: ") + ", ".join(f"{k} ({v} rows)" for k, v in t.items()))
     if "large_share" in s:
         lines.append(f"   large-model token share {f(s['large_share'], '.3f')}")
     if s.get("secondary"):

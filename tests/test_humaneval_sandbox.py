@@ -283,3 +283,108 @@ def test_weakest_tier_says_so():
         assert (r.uid is not None) == ("unprivileged uid" in r.isolation)
     with pytest.raises(sandbox.SandboxError):
         run_sandboxed("print(1)", 1, isolation="bogus")
+
+
+# ------------------------------------------------------------------------- reward hacking, tiers
+ALWAYS_EQUAL = '''```python
+class Anything:
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+
+def add(x, y):
+    return Anything()
+```'''
+TOY = {"id": "toy/add", "prompt": "def add(x, y):\n    \"\"\"x + y\"\"\"\n", "entry_point": "add",
+       "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4\n",
+       "canonical_solution": "    return x + y\n"}
+
+
+def test_an_always_equal_object_fails_with_a_named_reason():
+    task = HumanEval(execute=True, timeout_s=10)
+    assert task.score(TOY, TOY["prompt"] + TOY["canonical_solution"])["quality"] == 1.0
+    out = task.score(TOY, ALWAYS_EQUAL)
+    assert out["quality"] == 0.0 and out["status"] == "failed"
+    assert out["reason"] == "returned a value that is not plain data (__main__.Anything)", out
+    # the hole is real: the same program without the guard passes every assert
+    solution = build_solution(TOY, ALWAYS_EQUAL)[1]
+    unguarded = run(solution + "\n" + TOY["test"] + "\ncheck(add)\n")
+    assert unguarded.passed
+
+
+@pytest.mark.parametrize("code", [
+    "class I(int):\n    def __eq__(self, o):\n        return True\n    __hash__ = int.__hash__\n\ndef add(x, y):\n    return I(0)\n",
+    "class A:\n    __eq__ = lambda s, o: True\n\ndef add(x, y):\n    return [A()]\n",
+    "import builtins\nbuiltins.type = lambda v: int\nclass A:\n    __eq__ = lambda s, o: True\n\ndef add(x, y):\n    return A()\n",
+])
+def test_subclasses_containers_and_rebound_builtins_do_not_pass(code):
+    test = ("def check(candidate):\n    try:\n        assert candidate(1, 2) == 3\n    except BaseException:\n"
+            "        pass\n")  # a test that swallows errors cannot swallow the guard's exit either
+    out = HumanEval(execute=True, timeout_s=10).score({**TOY, "test": test}, f"```python\n{code}```")
+    assert out["quality"] == 0.0 and out["reason"].startswith("returned a value that is not plain data"), out
+
+
+def test_sandbox_infrastructure_failure_is_an_error_row(tmp_path, monkeypatch):
+    """A broken sandbox is not a wrong program: the row is an error (quality null), retried later."""
+    from hydra import compose, initialize_config_dir
+
+    from harness.runner import run as run_harness
+    from harness.store import read_rows
+    from tests.conftest import ROOT
+
+    def broken(*a, **k):
+        raise sandbox.SandboxError("sandbox setup failed: injected")
+
+    monkeypatch.setattr(sandbox, "run_sandboxed", broken)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["model=tiny_random", "task=humaneval", "task.execute=true", "task.limit=1",
+                                           f"run.results_dir={tmp_path}", "run.max_new_tokens=4",
+                                           "run.progress=false"])
+    s = run_harness(cfg)
+    (d,) = [p for p in tmp_path.iterdir() if (p / "rows.jsonl").exists()]
+    (row,) = read_rows(d / "rows.jsonl")
+    assert row["quality"] is None and "SandboxError: sandbox setup failed: injected" in row["error"]
+    assert s["errors"] == 1
+
+
+def _full_tier_offered() -> bool:
+    """The machine offers the full tier: root, util-linux unshare, and mount/pid/net namespaces."""
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    return subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "true"],
+                          capture_output=True).returncode == 0
+
+
+def test_the_full_tier_is_reached_where_the_machine_offers_it():
+    if not _full_tier_offered():
+        pytest.skip("this machine offers no full tier (needs root, unshare and namespaces)")
+    assert sandbox.detect_isolation(force=True).name == "full"
+
+
+def test_full_tier_from_a_checkout_inside_a_0700_directory(tmp_path):
+    """Cloned under a directory only its owner can enter (and its venv there): still the full tier,
+    with the program running as the unprivileged uid."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    if not _full_tier_offered():
+        pytest.skip("this machine offers no full tier (needs root, unshare and namespaces)")
+    private = tmp_path / "private"
+    (private / "checkout" / "tasks").mkdir(parents=True)
+    private.chmod(0o700)
+    shutil.copy(ROOT / "tasks" / "sandbox.py", private / "checkout" / "tasks" / "sandbox.py")
+    (private / "checkout" / "tasks" / "__init__.py").write_text("")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(private / "venv")], check=True)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from tasks.sandbox import detect_isolation, run_sandboxed;"
+            "t = detect_isolation(); r = run_sandboxed('import os; print(os.getuid())', 10);"
+            "print(t.name, r.uid, r.passed, r.stdout_tail.strip())")
+    out = subprocess.run([str(private / "venv" / "bin" / "python"), "-c", code, str(private / "checkout")],
+                         capture_output=True, text=True, timeout=120)
+    name, uid, passed, seen = out.stdout.split()
+    assert (name, passed) == ("full", "True"), out.stderr[-2000:]
+    assert uid == seen and int(uid) >= 200000

@@ -45,3 +45,13 @@ def test_speedup_uses_common_examples_only():
     mine = [row("a", 1, tokens=10, wall=1.0), row("z", 1, tokens=10, wall=100.0)]
     sp, n = metrics.speedup(mine, base)
     assert n == 1 and sp == pytest.approx(2.0)
+
+
+def test_sandbox_tiers_are_counted_and_a_weaker_tier_is_loud():
+    from harness.runner import format_summary
+
+    rows = [row("a", 1.0, score={"tier": "full"}), row("b", 0.0, score={"tier": "none"})]
+    a = metrics.aggregate(rows)
+    assert a["sandbox_tiers"] == {"full": 1, "none": 1}
+    assert "WARNING: model-written code ran in a WEAKER sandbox tier" in format_summary({"run": "r", **a})
+    assert "sandbox_tiers" not in metrics.aggregate([row("a", 1.0)])
