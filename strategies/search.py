@@ -179,6 +179,7 @@ class SearchStrategy(Strategy):
     def start(self, target, messages):
         """Reset, and return (trace, counter snapshot, sampler, question text, scorer snapshot)."""
         trace, snap = self.begin(target)
+        self.undecidable = 0  # answer comparisons the task could not decide (math-verify timeouts)
         question = _question(messages)
         sc = (self.scorer.calls, self.scorer.tokens) if self.scorer is not None else (0, 0)
         return trace, snap, StepSampler(target, self.sampling, self.max_step_tokens), question, sc
@@ -210,12 +211,18 @@ class SearchStrategy(Strategy):
         if self.scorer is not None:
             trace.extra.update({"prm_calls": self.scorer.calls - sc[0], "prm_tokens": self.scorer.tokens - sc[1]})
         trace.extra.update(extra)
+        if getattr(self, "undecidable", 0):
+            trace.extra["undecidable_comparisons"] = self.undecidable
         return self.end(trace, snap, target, max_new_tokens)
 
     # ------------------------------------------------------------------ voting
     def answer_classes(self, cands: list[Candidate]) -> list[tuple[object, list[int]]]:
         """Group candidates by equivalent final answers: [(answer, [candidate indices])] in order
-        of first appearance. Candidates without an answer form no class."""
+        of first appearance. Candidates without an answer form no class. A comparison the task
+        cannot decide (math-verify timed out or failed) counts as 'different' and is counted in
+        the row's `undecidable_comparisons`."""
+        from tasks.answers import UndecidableComparison
+
         classes: list[tuple[object, list[int]]] = []
         exact: dict = {}
         for i, c in enumerate(cands):
@@ -226,7 +233,12 @@ class SearchStrategy(Strategy):
                 classes[exact[a]][1].append(i)
                 continue
             for k, (rep, members) in enumerate(classes):
-                if self.same_answer(rep, a):
+                try:
+                    same = self.same_answer(rep, a)
+                except UndecidableComparison:
+                    self.undecidable = getattr(self, "undecidable", 0) + 1
+                    same = False
+                if same:
                     members.append(i)
                     exact[a] = k
                     break

@@ -283,6 +283,11 @@ def _verify_pair(gold: str, pred: str) -> bool:  # runs in the worker process
     return bool(verify(g, p, timeout_seconds=None))  # order matters: gold first
 
 
+class UndecidableComparison(RuntimeError):
+    """math-verify could not decide (timeout or crash): neither 'equal' nor 'different'. A score
+    raises it (the runner writes an error row, retried by run.retry_errors); voting counts it."""
+
+
 def compare_math(gold: str, pred: str | None, timeout_s: float = 5.0) -> tuple[bool, str]:
     """(equal, how): how is 'exact', 'verified', 'different', 'empty', 'timeout' or 'error'."""
     VERIFY_STATS["calls"] += 1
@@ -295,19 +300,29 @@ def compare_math(gold: str, pred: str | None, timeout_s: float = 5.0) -> tuple[b
         ok = run_in_worker(_verify_pair, gold, pred, timeout_s=timeout_s)
     except WorkerTimeout:
         VERIFY_STATS["timeouts"] += 1
-        logger.warning("math_equal: timed out after %ss comparing gold %.80r with %.80r (scored as "
-                       "not equal)", timeout_s, gold, pred)
+        logger.warning("math_equal: timed out after %ss comparing gold %.80r with %.80r (undecided)",
+                       timeout_s, gold, pred)
         return False, "timeout"
     except RuntimeError as e:
         VERIFY_STATS["errors"] += 1
-        logger.warning("math_equal: comparison failed (%s); scored as not equal", e)
+        logger.warning("math_equal: comparison failed (%s); undecided", e)
         return False, "error"
     return bool(ok), "verified" if ok else "different"
 
 
+def decided_math_equal(gold: str, pred: str | None, timeout_s: float = 5.0) -> tuple[bool, str]:
+    """compare_math, but a timeout or a crash raises UndecidableComparison (never 'not equal')."""
+    ok, how = compare_math(gold, pred, timeout_s)
+    if how in ("timeout", "error"):
+        raise UndecidableComparison(f"math-verify {'timed out after ' + str(timeout_s) + ' s' if how == 'timeout' else 'failed'}"
+                                    f" comparing {str(gold)[:80]!r} with {str(pred)[:80]!r}")
+    return ok, how
+
+
 def math_equal(gold: str, pred: str | None, timeout_s: float = 5.0) -> bool:
-    """Whether pred is mathematically equal to gold (math-verify, gold first; False on timeout)."""
-    return compare_math(gold, pred, timeout_s)[0]
+    """Whether pred is mathematically equal to gold (math-verify, gold first); raises
+    UndecidableComparison when math-verify times out or fails."""
+    return decided_math_equal(gold, pred, timeout_s)[0]
 
 
 def normalize_aime(s: str | int | None) -> int | None:

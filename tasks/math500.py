@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import ConfigError
-from tasks.answers import compare_math, last_boxed
+from tasks.answers import decided_math_equal, last_boxed
 from tasks.base import Task, load_hub, read_jsonl
 
 INSTRUCTION = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -70,13 +70,15 @@ class MATH500(Task):
         return last_boxed(output)
 
     def same_answer(self, a, b) -> bool:
-        """math-verify equivalence (in the worker, with the timeout); a timeout is 'different'."""
+        """math-verify equivalence (in the worker, with the timeout); a timeout or crash raises
+        UndecidableComparison, which voting counts (strategies/search.py)."""
         if a is None or b is None:
             return a is b
-        return a == b or compare_math(a, b, self.verify_timeout_s)[0]
+        return a == b or decided_math_equal(a, b, self.verify_timeout_s)[0]
 
     def score(self, example, output):
+        """A timeout or crash of math-verify raises (an error row, never quality 0)."""
         extracted = self.extract_answer(output)
-        ok, how = compare_math(example["answer"], extracted, self.verify_timeout_s)
+        ok, how = decided_math_equal(example["answer"], extracted, self.verify_timeout_s)
         return {"quality": float(ok), "extracted": extracted, "verify": how,
                 "subject": example["subject"], "level": example["level"]}

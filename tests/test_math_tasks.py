@@ -305,3 +305,62 @@ def test_yaml_builds_the_task_and_every_key_is_commented(name, cls):
     assert type(task) is cls and task.name == name
     for line in f.read_text().splitlines():
         assert line.startswith("#") or " # " in line, f"uncommented key in {f.name}: {line}"
+
+
+# ---------------------------------------------------------------------- undecidable is an error, not a 0
+@needs_math
+def test_forced_math_verify_timeout_is_an_error_row_then_retried(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from harness.runner import run
+    from harness.store import read_rows
+    from tests.conftest import ROOT
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["model=tiny_random", "task=math500", "task.limit=1",
+                                           "task.verify_timeout_s=1.0", f"run.results_dir={tmp_path}",
+                                           "run.max_new_tokens=4", "run.progress=false"])
+    monkeypatch.setattr(MATH500, "extract_answer", lambda self, out: "0.123456")  # not the gold: the worker decides
+    monkeypatch.setattr(answers, "_verify_pair", _hang)
+    s = run(cfg)
+    (d,) = [p for p in tmp_path.iterdir() if (p / "rows.jsonl").exists()]
+    (row,) = read_rows(d / "rows.jsonl")
+    assert row["quality"] is None and s["errors"] == 1
+    assert row["error"].startswith("UndecidableComparison: math-verify timed out after 1.0 s")
+    monkeypatch.setattr(answers, "_verify_pair", _real_verify_pair)  # math-verify works again
+    cfg.run.retry_errors = True
+    s = run(cfg)
+    (row,) = read_rows(d / "rows.jsonl")
+    assert row["error"] is None and row["quality"] == 0.0 and row["score"]["verify"] == "different"
+
+
+_real_verify_pair = answers._verify_pair
+
+
+def test_math_equal_raises_when_undecidable(monkeypatch):
+    monkeypatch.setattr(answers, "_verify_pair", _hang)
+    with pytest.raises(answers.UndecidableComparison, match="timed out"):
+        math_equal("\\frac{1}{2}", "0.5", timeout_s=1.0)
+    monkeypatch.setattr(answers, "_verify_pair", _boom)
+    with pytest.raises(answers.UndecidableComparison, match="failed"):
+        MATH500().same_answer("\\frac{1}{2}", "0.5")
+
+
+def _boom(gold, pred):  # runs in the worker process
+    raise ValueError("sympy crashed")
+
+
+def test_votes_count_undecidable_comparisons():
+    from types import SimpleNamespace
+
+    from strategies.self_consistency import SelfConsistency
+
+    def same(a, b):
+        if {a, b} == {"1", "2"}:
+            raise answers.UndecidableComparison("math-verify timed out")
+        return a == b
+
+    s = SelfConsistency(n=3)
+    s.extract_answer, s.same_answer, s.undecidable = (lambda t: t), same, 0
+    classes = s.answer_classes([SimpleNamespace(text=t) for t in ("1", "2", "1")])
+    assert classes == [("1", [0, 2]), ("2", [1])] and s.undecidable == 1
