@@ -21,6 +21,11 @@ them alike. Columns, per method over all prompts and repeats:
                  for every method here, so anything below n/n is printed as a mismatch below the
                  table with the first differing position; float ties in batched verification can
                  cause these, they are not hidden)
+    tie-cons.    runs whose every token is the target's argmax or within --tie-gap nats of it, judged
+                 teacher-forced by ONE extra target forward over prompt + output (harness/tiecheck.py,
+                 outside the timing). In bf16, near-ties flip between a batched and a one-token
+                 forward, so "identical" can fall below n/n for a correct method; tie-consistency
+                 still holds, while a real bug (a wrong position or cache slot) fails it
     target s / draft s / other s
                  wall seconds inside the target model's forwards, inside the draft model's, and
                  everything else (sampling, verification, cache bookkeeping, Python): where a
@@ -48,6 +53,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from harness.tiecheck import tie_check  # noqa: E402
 DATA = Path(os.environ.get("HARNESS_DATA_DIR", ROOT.parent / "shared" / "data"))
 HF_METHODS = ["hf-greedy", "hf-assisted", "hf-pld"]
 # ours: any conf/strategy/<name>.yaml (its YAML defaults; --k-spec / --k-pld set k of speculative / pld)
@@ -211,6 +217,8 @@ def main(argv=None):
     ap.add_argument("--methods", default=",".join(METHODS),
                     help="comma list of our strategies (" + ",".join(OURS) + "), each optionally with YAML "
                          "overrides as name[key=value;key=value], and " + ",".join(HF_METHODS))
+    ap.add_argument("--tie-gap", type=float, default=0.3,
+                    help="tie-consistent: every token within this many nats of the target's best (teacher-forced)")
     ap.add_argument("--json", default=None, metavar="OUT", help="write the numbers to this file")
     args = ap.parse_args(argv)
     args.methods = split_methods(args.methods)
@@ -238,8 +246,9 @@ def main(argv=None):
     with torch.inference_mode():
         for m in args.methods:  # warm-up: one short generation each
             runners[m](prompts[0][1], 4)
-        tot = {m: {"tokens": 0, "seconds": 0.0, "forwards": 0, "identical": 0, "runs": 0, "target_s": 0.0,
-                   "draft_s": 0.0, "draft_forwards": 0} for m in args.methods}
+        tot = {m: {"tokens": 0, "seconds": 0.0, "forwards": 0, "identical": 0, "tie_consistent": 0, "runs": 0,
+                   "target_s": 0.0, "draft_s": 0.0, "draft_forwards": 0} for m in args.methods}
+        tie_bad = []
         per_prompt, mismatches = [], []
         for pid, ids in prompts:
             rows = []
@@ -257,8 +266,15 @@ def main(argv=None):
                         t["draft_forwards"] += dcounter.n - d0
                     t["tokens"], t["seconds"], t["forwards"], t["runs"] = (
                         t["tokens"] + len(toks), t["seconds"] + dt, t["forwards"] + fw, t["runs"] + 1)
+                    tc = tie_check(target, ids, toks, args.tie_gap)  # outside the timing
+                    t["tie_consistent"] += tc["tie_consistent"]
+                    if not tc["tie_consistent"]:
+                        tie_bad.append(f"{m:12s} {pid} repeat {rep}: token {tc['first_violation']} is "
+                                       f"{tc['max_deficit']:.3f} nats below the target's best (gap {args.tie_gap})")
                     rows.append({"prompt": pid, "repeat": rep, "method": m, "prompt_len": len(ids),
-                                 "new_tokens": len(toks), "seconds": dt, "target_forwards": fw, "tokens": toks})
+                                 "new_tokens": len(toks), "seconds": dt, "target_forwards": fw, "tokens": toks,
+                                 "tie_consistent": tc["tie_consistent"], "max_deficit": tc["max_deficit"],
+                                 "non_argmax": tc["non_argmax"]})
             ref = next((r["tokens"] for r in rows if r["method"] == "greedy"), None)
             for row in rows if ref is not None else []:  # every run vs our greedy's first run
                 row["identical"] = same = row["tokens"] == ref
@@ -277,23 +293,28 @@ def main(argv=None):
     base, hf_base = tps.get("greedy"), tps.get("hf-greedy")
     w = max(12, *(len(m) for m in tot))
     print(f"\n{'method':{w}s} {'tokens':>7s} {'seconds':>8s} {'tok/s':>8s} {'x greedy':>9s} {'x hf-greedy':>11s} "
-          f"{'MAT':>6s} {'identical':>10s} {'target s':>9s} {'draft s':>8s} {'other s':>8s} {'draft fw':>8s}")
+          f"{'MAT':>6s} {'identical':>10s} {'tie-cons.':>10s} {'target s':>9s} {'draft s':>8s} {'other s':>8s} {'draft fw':>8s}")
     for m, t in tot.items():
         ratio = f"{tps[m] / base:.2f}" if base else "-"
         hf_ratio = f"{tps[m] / hf_base:.2f}" if hf_base else "-"
         mat = t["tokens"] / t["forwards"] if t["forwards"] else 0.0
         ident = f"{t['identical']}/{t['runs']}" if "greedy" in tot else "-"
+        tie = f"{t['tie_consistent']}/{t['runs']}"
         print(f"{m:{w}s} {t['tokens']:7d} {t['seconds']:8.2f} {tps[m]:8.2f} {ratio:>9s} {hf_ratio:>11s} "
-              f"{mat:6.2f} {ident:>10s} {t['target_s']:9.2f} {t['draft_s']:8.2f} "
+              f"{mat:6.2f} {ident:>10s} {tie:>10s} {t['target_s']:9.2f} {t['draft_s']:8.2f} "
               f"{t['seconds'] - t['target_s'] - t['draft_s']:8.2f} {t['draft_forwards']:8d}")
     print("\nmismatches vs our greedy:" if mismatches else "\nall outputs token-identical to our greedy"
           if "greedy" in tot else "\n(no greedy run: identity not checked)")
     for line in mismatches:
         print("  " + line)
+    print(f"\nnot tie-consistent (gap {args.tie_gap} nats):" if tie_bad else
+          f"\nevery output tie-consistent (gap {args.tie_gap} nats, teacher-forced)")
+    for line in tie_bad:
+        print("  " + line)
 
     if args.json:
         out = {"machine": info, "args": vars(args), "totals": {m: {**t, "tok_per_s": tps[m]} for m, t in tot.items()},
-               "mismatches": mismatches, "runs": per_prompt}
+               "mismatches": mismatches, "not_tie_consistent": tie_bad, "runs": per_prompt}
         Path(args.json).write_text(json.dumps(out, indent=1))
         print(f"wrote {args.json}")
 
