@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/python -m harness.leaderboard
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    engines = {}
+    engines, cache = {}, {}  # identical outputs of one prompt share one teacher-forced forward
     for f in a.files:
         d = json.loads(Path(f).read_text())
         args = d["args"]
@@ -44,14 +44,17 @@ def main(argv=None) -> int:
         prompts = dict(build_prompts(target, args["prompts"]))
         per, out_runs = {}, []
         for r in d["runs"]:
-            tc = tie_check(target, prompts[r["prompt"]], r["tokens"], a.gap)
+            key_run = (key, r["prompt"], tuple(r["tokens"]))
+            if key_run not in cache:
+                cache[key_run] = tie_check(target, prompts[r["prompt"]], r["tokens"], a.gap)
+            tc = cache[key_run]
             m = per.setdefault(r["method"], {"runs": 0, "identical": 0, "tie_consistent": 0, "max_deficit": 0.0})
             m["runs"] += 1
             m["identical"] += bool(r.get("identical"))
             m["tie_consistent"] += tc["tie_consistent"]
             m["max_deficit"] = max(m["max_deficit"], tc["max_deficit"])
             out_runs.append({"prompt": r["prompt"], "repeat": r.get("repeat", 0), "method": r["method"], **tc})
-        print(f"\n{f} ({args['model']}, {args['dtype']}, gap {a.gap} nats)")
+        print(f"\n{f} ({args['model']}, {args['dtype']}, gap {a.gap} nats)", flush=True)
         print("| method | token-identical to greedy | tie-consistent | largest deficit (nats) |\n|---|---|---|---|")
         for name, m in per.items():
             print(f"| {name} | {m['identical']}/{m['runs']} | {m['tie_consistent']}/{m['runs']} | {m['max_deficit']:.3f} |")

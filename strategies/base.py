@@ -127,10 +127,20 @@ class Strategy:
         root context), row i + 1 after node i. The n node slots stay cached: call
         `target.keep(path, n)` once the accepted path is known.
         """
+        tail = seq[target.length:]
+        t = len(tail)
+        allowed, depth = self.tree_layout(t, parents)
+        depths = list(range(t)) + [t + d for d in depth]
+        return target.forward(tail + tokens, tree=allowed, depths=torch.tensor(depths))[t - 1:]
+
+    @staticmethod
+    def tree_layout(t: int, parents: list[int]) -> tuple[torch.Tensor, list[int]]:
+        """The attention pattern of a chain of t tokens followed by a token tree, and each node's
+        depth: allowed[i, j] = position i may attend to j ([t + n, t + n], causal over the chain,
+        every node sees the chain, its ancestors and itself)."""
         if any(not -1 <= par < i for i, par in enumerate(parents)):
             raise ValueError("tree nodes must come after their parents (parents[i] < i)")
-        tail, n = seq[target.length:], len(tokens)
-        t = len(tail)
+        n = len(parents)
         depth = []
         for par in parents:
             depth.append(0 if par < 0 else depth[par] + 1)
@@ -141,8 +151,7 @@ class Strategy:
             allowed[t + i, t + i] = True
             if par >= 0:
                 allowed[t + i, t:] |= allowed[t + par, t:]
-        depths = list(range(t)) + [t + d for d in depth]
-        return target.forward(tail + tokens, tree=allowed, depths=torch.tensor(depths))[t - 1:]
+        return allowed, depth
 
     def verify_tree_step(self, target, seq: list[int], tokens: list[int], parents: list[int],
                          q_by_parent: dict | None, rng: torch.Generator, trace: Trace) -> list[int]:

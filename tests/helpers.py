@@ -17,3 +17,20 @@ class FlakyDemo(DemoArithmetic):
         if example["id"].startswith("demo_arith-0001"):
             raise RuntimeError("boom on purpose")
         return super().prompt(example)
+
+
+class BarrierDemo(DemoArithmetic):
+    """From the third example on, the prompt waits until the file named by HARNESS_TEST_BARRIER
+    exists (no variable: no wait). Lets a test kill a run at a known point, whatever the speed."""
+
+    def prompt(self, example):
+        import os
+        import time
+        from pathlib import Path
+
+        barrier = os.environ.get("HARNESS_TEST_BARRIER")
+        if barrier and int(example["id"].split("-")[1]) >= 2:
+            deadline = time.monotonic() + 600
+            while not Path(barrier).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return super().prompt(example)

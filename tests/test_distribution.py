@@ -85,7 +85,7 @@ def test_sampling_matches_processed_target(sp, small):
 @pytest.mark.parametrize("make", [lambda sp: Speculative(draft=None, k=2, sampling=sp),
                                   lambda sp: PromptLookup(k=2, sampling=sp),
                                   lambda sp: RSD(draft=None, branching=[2, 2], sampling=sp),
-                                  lambda sp: DySpec(draft=None, node_budget=5, max_children=3, sampling=sp),
+                                  lambda sp: DySpec(draft=None, node_budget=4, max_children=2, expand_batch=2, sampling=sp),
                                   lambda sp: SpecTr(draft=None, num_drafts=3, draft_len=2, sampling=sp),
                                   lambda sp: SmartSpec(draft=None, k_max=3, sampling=sp, step_model={
                                       "target_a": 1.0, "target_b": 0.05, "draft_token_s": 0.1})],

@@ -105,10 +105,11 @@ def _cli(args, results, env=None, flags=()):
 
 
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
-    args = ["task.limit=8", "run.max_new_tokens=100", "strategy=sampling"]
+    """The run to kill waits at its third example (a file barrier, not a race against the clock)."""
+    args = ["task.limit=8", "run.max_new_tokens=100", "strategy=sampling", "task._target_=tests.helpers.BarrierDemo"]
     ref = _cli(args, tmp_path / "ref")
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
-    p = _cli(args, tmp_path / "killed")
+    p = _cli(args, tmp_path / "killed", env={**os.environ, "HARNESS_TEST_BARRIER": str(tmp_path / "never")})
     rows_file = None
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -121,7 +122,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     n_before = rows_file.read_text().count("\n")
-    assert n_before < 8, "the run finished before it could be killed"
+    assert n_before == 2, "the run did not stop at its barrier"
     again = _cli(args, tmp_path / "killed")
     assert again.wait(timeout=300) == 0, again.stderr.read()
     (ref_dir,) = run_dirs(tmp_path / "ref")
@@ -190,8 +191,11 @@ def test_identity_is_the_models_real_source_not_the_config_name(tmp_path):
 
 
 def test_offline_hub_model_fails_clearly_and_leaves_no_run_folder(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
     cfg = cfg_for(tmp_path, "model=smollm2_135m", "model.hub_id=nobody/no-such-model-xyz", "model.pack=null",
                   "task.limit=1")
     with pytest.raises(ConfigError, match="cannot load 'nobody/no-such-model-xyz'"):

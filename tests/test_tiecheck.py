@@ -37,18 +37,9 @@ def test_a_near_tie_flip_passes_at_its_gap_but_is_not_identical(tiny_target):
 
 def _clamped_tree_logits(self, target, seq, tokens, parents):
     """Strategy.tree_logits with a real bug: every node's position is depth min(d, 1)."""
-    tail, n = seq[target.length:], len(tokens)
+    tail = seq[target.length:]
     t = len(tail)
-    depth = []
-    for par in parents:
-        depth.append(0 if par < 0 else depth[par] + 1)
-    allowed = torch.zeros(t + n, t + n, dtype=torch.bool)
-    allowed[:t, :t] = torch.tril(torch.ones(t, t, dtype=torch.bool))
-    allowed[t:, :t] = True
-    for i, par in enumerate(parents):
-        allowed[t + i, t + i] = True
-        if par >= 0:
-            allowed[t + i, t:] |= allowed[t + par, t:]
+    allowed, depth = Strategy.tree_layout(t, parents)
     depths = list(range(t)) + [t + min(d, 1) for d in depth]
     return target.forward(tail + tokens, tree=allowed, depths=torch.tensor(depths))[t - 1:]
 
