@@ -38,6 +38,14 @@ STEP_KEYS = ("target_a", "target_b", "draft_token_s")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def profile_models(path) -> dict:
+    """{"target": name, "draft": name} a profile file was measured for ({} for coefficients)."""
+    p = Path(str(path)).expanduser()
+    p = p if p.is_absolute() or p.exists() else ROOT / p
+    obj = json.loads(p.read_text())
+    return {k: (obj.get(k) or {}).get("name") for k in ("target", "draft")}
+
+
 def load_step_profile(path) -> dict:
     """The coefficients of a profile file written by `python -m strategies.smartspec`."""
     p = Path(str(path)).expanduser()
@@ -105,6 +113,16 @@ class SmartSpec(Speculative):
         t1, t8, d1 = timed(target, 1), timed(target, 8), timed(draft, 1)
         b = max((t8 - t1) / 7, 0.0)
         return {"target_a": max(t1 - b, 0.0), "target_b": b, "draft_token_s": d1}
+
+    def setup(self, target, draft=None) -> None:
+        """Say so (one line) when the profile file was measured for other models than these."""
+        if self.step_profile:
+            want = profile_models(self.step_profile)
+            got = {"target": target.name, "draft": draft.name if draft is not None else None}
+            if any(want[k] and want[k] != got[k] for k in want):
+                print(f"[smartspec] WARNING: step profile {self.step_profile} was measured for target "
+                      f"{want['target']} / draft {want['draft']}, running {got['target']} / {got['draft']}: "
+                      f"write one for these with `python -m strategies.smartspec --out FILE model=...`", flush=True)
 
     def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None):
         trace = super().generate(target, prompt_ids, max_new_tokens, rng, draft=draft)

@@ -76,3 +76,13 @@ def test_specdec_pp_confidence_adapts_the_draft_length(tiny_target, tiny_selfdra
     # a random tiny draft is never confident: the cautious one stops at k_min, the bold one at k_max
     assert cautious.drafted <= 2 * cautious.verifications
     assert bold.drafted > 2 * bold.verifications
+
+
+def test_a_profile_for_other_models_is_said(tmp_path, tiny_target, tiny_selfdraft, capsys):
+    import json
+
+    prof = tmp_path / "p.json"
+    prof.write_text(json.dumps({"step_model": {"target_a": 1, "target_b": 0, "draft_token_s": 0},
+                                "target": {"name": "qwen2.5-coder-1.5b"}, "draft": {"name": "qwen2.5-coder-0.5b"}}))
+    SmartSpec(draft=None, step_profile=str(prof)).setup(tiny_target, tiny_selfdraft)
+    assert "was measured for target qwen2.5-coder-1.5b" in capsys.readouterr().out
