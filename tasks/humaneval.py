@@ -23,7 +23,8 @@ code runs (so it holds its own references to `type`, `os._exit` and `os.write`, 
 code cannot rebind): every value the function returns must be plain data, i.e. of exactly one of
 the builtin types None, bool, int, float, complex, str, bytes, or a list / tuple / set /
 frozenset / dict of plain data (exact types: a subclass of int with its own `__eq__` is not
-plain). Anything else ends the program at once with exit code 97 and the reason "returned a
+plain). The guard's name is random per run; like the sentinel, it guards against a completion
+that games `==`, not against code that reads its own program file to find the name. Anything else ends the program at once with exit code 97 and the reason "returned a
 value that is not plain data (<type>)", which a test's own try/except cannot swallow.
 """
 
@@ -86,7 +87,7 @@ GUARD = f"""def __harness_make_guard():
     return guard
 
 
-__harness_guard = __harness_make_guard()
+GUARD_NAME = __harness_make_guard()
 del __harness_make_guard
 
 """
@@ -175,8 +176,9 @@ class HumanEval(Task):
         from tasks.sandbox import run_sandboxed
 
         sentinel = f"__humaneval_done_{secrets.token_hex(8)}__"
-        guard = "__harness_guard"
-        program = (GUARD + solution + "\n\n" + example["test"] + f"\n\ncheck({guard}({example['entry_point']}))\n"
+        guard = f"__harness_guard_{secrets.token_hex(8)}"  # a fresh name per run: not guessable in advance
+        program = (GUARD.replace("GUARD_NAME", guard, 1) + solution + "\n\n" + example["test"]
+                   + f"\n\ncheck({guard}({example['entry_point']}))\n"
                    f"print({sentinel!r})\n")
         res = run_sandboxed(program, self.timeout_s, self.memory_mb, sentinel=sentinel)  # SandboxError: error row
         status, reason = res.status, res.reason
