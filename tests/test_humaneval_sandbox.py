@@ -317,6 +317,7 @@ def test_an_always_equal_object_fails_with_a_named_reason():
     "class I(int):\n    def __eq__(self, o):\n        return True\n    __hash__ = int.__hash__\n\ndef add(x, y):\n    return I(0)\n",
     "class A:\n    __eq__ = lambda s, o: True\n\ndef add(x, y):\n    return [A()]\n",
     "import builtins\nbuiltins.type = lambda v: int\nclass A:\n    __eq__ = lambda s, o: True\n\ndef add(x, y):\n    return A()\n",
+    "__harness_guard = lambda f: f\nclass A:\n    __eq__ = lambda s, o: True\n\ndef add(x, y):\n    return A()\n",
 ])
 def test_subclasses_containers_and_rebound_builtins_do_not_pass(code):
     test = ("def check(candidate):\n    try:\n        assert candidate(1, 2) == 3\n    except BaseException:\n"
