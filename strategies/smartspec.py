@@ -38,18 +38,21 @@ STEP_KEYS = ("target_a", "target_b", "draft_token_s")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def profile_models(path) -> dict:
-    """{"target": name, "draft": name} a profile file was measured for ({} for coefficients)."""
+def _resolve(path) -> Path:
+    """A profile path as given, else relative to the repository root."""
     p = Path(str(path)).expanduser()
-    p = p if p.is_absolute() or p.exists() else ROOT / p
-    obj = json.loads(p.read_text())
+    return p if p.is_absolute() or p.exists() else ROOT / p
+
+
+def profile_models(path) -> dict:
+    """{"target": name, "draft": name} a profile file was measured for."""
+    obj = json.loads(_resolve(path).read_text())
     return {k: (obj.get(k) or {}).get("name") for k in ("target", "draft")}
 
 
 def load_step_profile(path) -> dict:
     """The coefficients of a profile file written by `python -m strategies.smartspec`."""
-    p = Path(str(path)).expanduser()
-    p = p if p.is_absolute() or p.exists() else ROOT / p
+    p = _resolve(path)
     try:
         obj = json.loads(p.read_text())
         model = {k: float(obj["step_model"][k]) for k in STEP_KEYS}

@@ -119,7 +119,7 @@ def test_real_generate_first_token_follows_p(broken, asymmetric_pair, monkeypatc
     assert (pval < 1e-4) if broken else (pval > 1e-3)
 
 
-def test_greedy_tree_is_a_tree_not_a_chain(tiny_target, tiny_selfdraft):
+def test_greedy_tree_is_a_tree_not_a_chain(tiny_target, tiny_selfdraft, monkeypatch):
     """T = 0 keys are the draft's softmax probabilities: siblings compete with children, so
     the tree branches (the one-hot keys of the old code gave a chain of node_budget tokens)."""
     seen_branching = False
@@ -133,15 +133,10 @@ def test_greedy_tree_is_a_tree_not_a_chain(tiny_target, tiny_selfdraft):
         seen_branching |= max(depth) + 1 < len(tokens)
         return tokens, parents, qmap
 
-    import strategies.dyspec as mod
-    orig = mod.grow_tree
-    mod.grow_tree = spy
-    try:
-        ref = Greedy().generate(tiny_target, [5, 6, 7, 8], 24, torch.Generator()).tokens
-        tr = DySpec(draft=None, node_budget=8, max_children=4).generate(
-            tiny_target, [5, 6, 7, 8], 24, torch.Generator(), draft=tiny_selfdraft)
-    finally:
-        mod.grow_tree = orig
+    monkeypatch.setattr(D, "grow_tree", spy)
+    ref = Greedy().generate(tiny_target, [5, 6, 7, 8], 24, torch.Generator()).tokens
+    tr = DySpec(draft=None, node_budget=8, max_children=4).generate(
+        tiny_target, [5, 6, 7, 8], 24, torch.Generator(), draft=tiny_selfdraft)
     assert tr.tokens == ref and seen_branching
 
 
