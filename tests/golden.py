@@ -1,0 +1,170 @@
+"""Golden rows: the outputs and counters of every strategy on tiny models, fixed seeds.
+
+Recorded once before a refactoring of the decoding seam and compared after it (a test), so a
+change of shape that changes behaviour fails. Every conf/strategy/*.yaml runs through the real
+runner at T = 0 and (where it samples) at T = 1; draft-model methods run with a PERFECT draft
+(the target's own weights: deep accepted paths) and with the target's first layer (rejections).
+
+    python -m tests.golden --write      # re-record (only when behaviour is MEANT to change)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden" / "rows.json"
+
+# what a row holds that is behaviour (outputs and counters), not provenance or timing
+FIELDS = ("example_id", "sample", "seed", "prompt_hash", "prompt_tokens", "output_text", "output_tokens",
+          "extracted", "quality", "score", "finish", "new_tokens", "target_forwards", "draft_forwards",
+          "target_tokens_fed", "drafted", "tree_nodes", "accepted", "verifications", "accept_hist", "extra",
+          "candidates", "error")
+
+# strategies renamed by the layout change: golden key (old name) -> YAML name today
+RENAMED = {"del": "del_exit"}
+
+
+def strategy_names() -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / "strategy").glob("*.yaml"))
+
+
+def cases() -> list[tuple[str, list[str]]]:
+    """(case key, hydra overrides) for every strategy YAML."""
+    out = []
+    golden_name = {v: k for k, v in RENAMED.items()}
+    for name in strategy_names():
+        gname = golden_name.get(name, name)
+        text = (ROOT / "conf" / "strategy" / f"{name}.yaml").read_text()
+        over = [f"strategy={name}"]
+        if name.startswith("nbest_"):
+            over += ["task=hyporadise", "task.sets=[atis]"]
+        temps = [0.0, 1.0] if "temperature:" in text else [None]
+        drafts = {"perfect": ["model@strategy.draft=tiny_random", "strategy.draft.truncate_layers=0"],
+                  "layer1": ["model@strategy.draft=tiny_random", "strategy.draft.truncate_layers=1"]} \
+            if "/model@draft" in text else {"": []}
+        for t in temps:
+            for kind, dover in drafts.items():
+                key = f"{gname}|T={t}|{kind}"
+                out.append((key, over + dover + ([f"strategy.sampling.temperature={t}"] if t is not None else [])))
+        # a peaked target (confident, repetitive text): model-free drafts are accepted too
+        peaked = ["+model.tiny.init_std=1.0"] + (drafts["perfect"] + ["+strategy.draft.tiny.init_std=1.0"]
+                                                  if "perfect" in drafts else [])
+        out.append((f"{gname}|T={temps[0]}|peaked",
+                    over + peaked + ([f"strategy.sampling.temperature={temps[0]}"] if temps[0] is not None else [])))
+    return out
+
+
+def _round(x):
+    if isinstance(x, float):
+        return x if not math.isfinite(x) or x == 0 else float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: _round(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_round(v) for v in x]
+    return x
+
+
+def constant_head(path: Path, bias: float = 1.0) -> Path:
+    """An acceptance head predicting sigmoid(bias) everywhere, for the 1-layer tiny draft."""
+    import torch
+
+    try:  # the module's name before and after the layout change
+        from strategies.specdec_pp_head import AcceptanceHead, save_head
+    except ImportError:
+        from strategies.specdec_pp import AcceptanceHead, save_head
+
+    head = AcceptanceHead(64, width=4, blocks=1)
+    for p in head.parameters():
+        torch.nn.init.zeros_(p)
+    head.out.bias.data.fill_(bias)
+    return save_head(path, head, {"draft": {"name": "tiny-random", "num_layers": 1, "hidden_size": 64}})
+
+
+def collect(only: list[str] | None = None) -> dict:
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from harness.runner import run
+    from harness.store import read_rows
+
+    os.environ.setdefault("HARNESS_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    torch.set_num_threads(1)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        head = constant_head(Path(tmp) / "head.pt")
+        for key, over in cases():
+            if only and key.split("|")[0] not in only:
+                continue
+            if key.startswith("specdec_pp|"):
+                if "perfect" in key or "peaked" in key:
+                    continue  # a head belongs to one draft: the 1-layer one
+                over = over + [f"strategy.head_path={head}"]
+            res = Path(tmp) / key.replace("|", "_").replace("=", "")
+            with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+                cfg = compose("config", overrides=["model=tiny_random", "task=demo_arith", "task.limit=2",
+                                                   f"run.results_dir={res}", "run.max_new_tokens=12",
+                                                   "run.progress=false", "run.baseline=null", *over])
+            run(cfg)
+            (d,) = [p for p in res.iterdir() if (p / "rows.jsonl").exists()]
+            rows = sorted(read_rows(d / "rows.jsonl"), key=lambda r: (r["example_id"], r["sample"]))
+            out[key] = [_round({f: r.get(f) for f in FIELDS}) for r in rows]
+    return out
+
+
+# model-free drafters need text that repeats: run them directly on the lossless tests' prompts
+DIRECT = ("pld", "token_recycling", "stand", "lud", "del", "superposed")
+DIRECT_PROMPTS = [[72, 101, 108, 108, 111, 32, 119], [1, 2, 3, 1, 2, 3, 1, 2],
+                  list(range(40, 80)) + list(range(40, 60)), [200, 13, 200, 13, 7]]
+TRACE_FIELDS = ("tokens", "target_forwards", "draft_forwards", "target_tokens_fed", "drafted", "tree_nodes",
+                "accepted", "verifications", "accept_hist", "finish", "extra", "candidates")
+
+
+def collect_direct() -> dict:
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from harness.models import ModelSpec
+
+    tiny = dict(arch="llama", vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, seed=0)
+    target = ModelSpec(name="tiny", tiny=tiny).load()
+    out = {}
+    for old in DIRECT:
+        name = RENAMED.get(old, old) if (ROOT / "conf" / "strategy" / f"{RENAMED.get(old, old)}.yaml").exists() \
+            else old
+        for t in (0.0, 1.0):
+            with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+                cfg = compose("config", overrides=[f"strategy={name}", "model=tiny_random",
+                                                   f"strategy.sampling.temperature={t}"])
+            s = instantiate(cfg.strategy, _convert_="all")
+            rows = []
+            for i, prompt in enumerate(DIRECT_PROMPTS):
+                tr = s.generate(target, prompt, 40, torch.Generator().manual_seed(i))
+                row = {f: getattr(tr, f) for f in TRACE_FIELDS}
+                row["accept_hist"] = {str(k): v for k, v in sorted(row["accept_hist"].items())}
+                rows.append(_round(row))
+            out[f"direct:{old}|T={t}"] = rows
+    return out
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv != ["--write"]:
+        print(__doc__)
+        return 2
+    rows = {**collect(), **collect_direct()}
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    GOLDEN.write_text(json.dumps(rows, indent=0, sort_keys=True) + "\n")
+    print(f"wrote {GOLDEN}: {len(rows)} cases")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
