@@ -42,9 +42,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from strategies.base import SamplingParams
+    from strategies.core.base import SamplingParams
     from strategies.greedy import Greedy
-    from strategies.search import Candidate, StepSampler
+    from strategies.core.search import Candidate, StepSampler
 
     eng = load_engine(args.model, args.dtype)
     prompts = [p for p in build_prompts(eng, args.prompts + round(args.prompts / 2))

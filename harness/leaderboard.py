@@ -79,7 +79,7 @@ def table_rows(runs: list[dict]) -> list[dict]:
                 **agg, "speedup": sp, **{f"score_{k}": v for k, v in secondary.items()},
                 **{f"extra_{k}": v for k, v in extra.items()}, "run": r["dir"].name,
                 "budget": (meta.get("strategy_params") or {}).get("budget"),
-                "quality_metric": meta.get("quality_metric")}
+                "quality_metric": meta.get("quality_metric"), "quality_direction": meta.get("quality_direction")}
         lines.append(line)
     return lines
 
@@ -92,14 +92,14 @@ def _fmt(value, col: str) -> str:
     return str(value)
 
 
-def write_markdown(df, path: Path, task: str, quality_metric: str) -> None:
-    head = [f"# {task} (quality: {metrics.quality_label(quality_metric)})", "", SPEEDUP_NOTE, "",
+def write_markdown(df, path: Path, task: str, quality_metric: str, direction: str = "higher") -> None:
+    head = [f"# {task} (quality: {metrics.quality_label(quality_metric, direction)})", "", SPEEDUP_NOTE, "",
             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     body = ["| " + " | ".join(_fmt(rec[c], c) for c in COLUMNS) + " |" for rec in df.to_dict("records")]
     path.write_text("\n".join(head + body) + "\n")
 
 
-def write_plot(df, path: Path, task: str, quality_metric: str) -> None:
+def write_plot(df, path: Path, task: str, quality_metric: str, direction: str = "higher") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,9 +112,9 @@ def write_plot(df, path: Path, task: str, quality_metric: str) -> None:
         ax.annotate(f"{rec['strategy']}/{rec['model']}", (rec["tokens_per_s"], rec["quality"]),
                     textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("tokens/s")
-    ax.set_ylabel(f"quality: {metrics.quality_label(quality_metric)}, 95% bootstrap CI")
+    ax.set_ylabel(f"quality: {metrics.quality_label(quality_metric, direction)}, 95% bootstrap CI")
     ax.set_title(f"{task}: {quality_metric} vs tokens/s")
-    if metrics.lower_is_better(quality_metric):
+    if metrics.lower_is_better(direction):
         ax.invert_yaxis()  # up is better on every plot
     ax.margins(x=0.15, y=0.1)
     ax.grid(alpha=0.3)
@@ -123,7 +123,7 @@ def write_plot(df, path: Path, task: str, quality_metric: str) -> None:
     plt.close(fig)
 
 
-def write_budget_plot(df, path: Path, task: str, quality_metric: str) -> None:
+def write_budget_plot(df, path: Path, task: str, quality_metric: str, direction: str = "higher") -> None:
     """Quality vs mean generated tokens per example (all candidates counted), one line per
     strategy and model through its budget sweep (the A*-decoding paper's comparison)."""
     import matplotlib
@@ -141,9 +141,9 @@ def write_budget_plot(df, path: Path, task: str, quality_metric: str) -> None:
                             textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("generated tokens per example (all candidates, log scale)")
-    ax.set_ylabel(f"quality: {metrics.quality_label(quality_metric)}")
+    ax.set_ylabel(f"quality: {metrics.quality_label(quality_metric, direction)}")
     ax.set_title(f"{task}: {quality_metric} vs generated tokens")
-    if metrics.lower_is_better(quality_metric):
+    if metrics.lower_is_better(direction):
         ax.invert_yaxis()  # up is better on every plot
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     for task, df in df_all.groupby("task", dropna=False, sort=True):
         df = df.sort_values(["model", "dtype", "max_new_tokens", "strategy", "run"], na_position="last")
         qm = next((m for m in df["quality_metric"] if m), "quality")
+        qd = next((d for d in df["quality_direction"] if isinstance(d, str) and d), "higher")
         extra = sorted(c for c in df.columns if c.startswith(("score_", "extra_")) and df[c].notna().any())
         full = df[COLUMNS + extra].reset_index(drop=True)  # CSV / Parquet: + secondary metrics, strategy counters
         if "extra_generated_tokens" in df.columns and df["extra_generated_tokens"].notna().any():
@@ -185,15 +186,15 @@ def main(argv: list[str] | None = None) -> int:
             single = pts["extra_generated_tokens"].isna() & pts["strategy"].isin(["greedy", "sampling"])
             pts.loc[single, "extra_generated_tokens"] = (pts.loc[single, "total_new_tokens"]
                                                          / (pts.loc[single, "n"] - pts.loc[single, "errors"]))
-            write_budget_plot(pts[pts["extra_generated_tokens"].notna()], plot, str(task), qm)
+            write_budget_plot(pts[pts["extra_generated_tokens"].notna()], plot, str(task), qm, qd)
             print(f"[leaderboard] {task}: {plot.name} (test-time scaling: quality vs generated tokens)")
         df = df[COLUMNS].reset_index(drop=True)
         name = safe_name(task)
         full.to_csv(out / f"{name}.csv", index=False)
         full.to_parquet(out / f"{name}.parquet", index=False)
-        write_markdown(df, out / f"{name}.md", str(task), qm)
-        write_plot(df, out / f"{name}_quality_vs_speed.png", str(task), qm)
-        index.append(f"- **{task}** ({len(df)} run(s), quality = {metrics.quality_label(qm)}): [{name}.md]({name}.md), "
+        write_markdown(df, out / f"{name}.md", str(task), qm, qd)
+        write_plot(df, out / f"{name}_quality_vs_speed.png", str(task), qm, qd)
+        index.append(f"- **{task}** ({len(df)} run(s), quality = {metrics.quality_label(qm, qd)}): [{name}.md]({name}.md), "
                      f"[{name}.csv]({name}.csv), [{name}.parquet]({name}.parquet), "
                      f"[plot]({name}_quality_vs_speed.png)")
         print(f"[leaderboard] {task}: {len(df)} run(s) -> {out / name}.{{csv,parquet,md}}, "

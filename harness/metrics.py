@@ -24,18 +24,16 @@ import math
 import numpy as np
 
 
-LOWER_IS_BETTER = frozenset({"wer", "cer", "edit_distance"})  # quality metrics where smaller is better
+def lower_is_better(direction) -> bool:
+    """direction: what the task declared for its metric (Task.directions, recorded in meta.json
+    as quality_direction): "lower" for error rates (HyPoradise's WER), else "higher"."""
+    return str(direction or "higher") == "lower"
 
 
-def lower_is_better(quality_metric) -> bool:
-    """True for error-rate metrics (e.g. HyPoradise's WER): plots invert their axis, labels say so."""
-    return str(quality_metric or "").lower() in LOWER_IS_BETTER
-
-
-def quality_label(quality_metric) -> str:
+def quality_label(quality_metric, direction="higher") -> str:
     """'wer (lower is better)' / 'accuracy (higher is better)'."""
     qm = quality_metric or "quality"
-    return f"{qm} ({'lower' if lower_is_better(qm) else 'higher'} is better)"
+    return f"{qm} ({'lower' if lower_is_better(direction) else 'higher'} is better)"
 
 
 def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:

@@ -171,7 +171,7 @@ class ModelSpec:
         """Load tokenizer + model and wrap them in an Engine."""
         import torch
 
-        from harness.engine import HFEngine
+        from harness.engines import HFEngine
 
         torch_dtype = getattr(torch, self.dtype)
         if self.tiny is not None:

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from harness import metrics, provenance
+from harness.decoding import Prompt
 from harness.errors import ConfigError
 from harness.store import RowWriter, read_rows, row_key
 
@@ -165,8 +166,7 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
             not (Path(rc.results_dir) / rc.baseline / "rows.jsonl").exists():
         raise ConfigError(f"baseline run '{rc.baseline}' has no rows.jsonl (give a run folder, 'auto' or null)")
     task, strategy, model_spec = build(cfg)
-    if hasattr(strategy, "bind_task"):  # search/voting strategies get the answer functions (never the gold)
-        strategy.bind_task(task)
+    strategy.bind_task(task)  # voting strategies take the answer functions here (never the gold)
     task.check_data()
     examples = task.load()
     ids = [e["id"] for e in examples]
@@ -209,6 +209,10 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
                     "model_name": model_spec.name, "task_version": task.version, "task_options": task_options,
                     "task_source": task.describe()["source"], "model_spec": model_spec.describe(),
                     "strategy_params": strategy.params(), "quality_metric": task.quality_metric,
+                    "quality_direction": task.direction(),
+                    "metric_directions": {m: task.direction(m) for m in
+                                          (task.quality_metric, *task.directions)},
+                    "summary_fields": list(strategy.summary_fields),
                     "max_new_tokens": rc.max_new_tokens, "seed": rc.seed,
                     "secondary_metrics": list(task.secondary_metrics), **machine}
             start = {"timestamp": time.time(), "examples_to_run": len(todo), "already_done": len(done),
@@ -230,7 +234,7 @@ def _loop(task, strategy, target, draft, todo, rc, writer, info) -> None:
 
     bar = tqdm(todo, desc=info["run"][:40], unit="ex", disable=not rc.progress, dynamic_ncols=True)
     qm = info.get("quality_metric") or "quality"
-    q_key = f"{qm}{'↓' if metrics.lower_is_better(qm) else '↑'}"  # e.g. wer↓ (HyPoradise): lower is better
+    q_key = f"{qm}{'↓' if metrics.lower_is_better(info.get('quality_direction')) else '↑'}"  # e.g. wer↓
     n_q, sum_q, toks, secs, errors = 0, 0.0, 0, 0.0, 0
     for ex, s in bar:
         row = _one(task, strategy, target, draft, ex, s, rc, info)
@@ -255,26 +259,17 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
            "scorer": info["strategy_params"].get("scorer"), "error": None}
     try:
         messages = task.prompt(ex)
-        prompt_ids = target.render(messages)
-        row["prompt_hash"] = provenance.stable_hash(prompt_ids)[:16]
-        row["prompt_tokens"] = len(prompt_ids)
+        prompt = Prompt(target.render(messages), messages, **task.prompt_structure(ex))
+        row["prompt_hash"] = provenance.stable_hash(prompt.ids)[:16]
+        row["prompt_tokens"] = len(prompt.ids)
         rng = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        kw = {"messages": messages} if getattr(strategy, "needs_messages", False) else {}
-        trace = strategy.generate(target, prompt_ids, rc.max_new_tokens, rng, draft=draft, **kw)
+        trace = strategy.generate(target, prompt, rc.max_new_tokens, rng, draft=draft)
         wall = time.perf_counter() - t0
         text = target.decode(trace.tokens)
         stats = task.score(ex, text)
-        row.update({
-            "output_text": text, "output_tokens": trace.tokens, "extracted": stats.get("extracted"),
-            "quality": stats.get("quality"), "score": stats, "finish": trace.finish,
-            "wall_s": wall, "ttft_s": (trace.t_first - t0) if trace.t_first else None,
-            "new_tokens": len(trace.tokens), "target_forwards": trace.target_forwards,
-            "draft_forwards": trace.draft_forwards, "target_tokens_fed": trace.target_tokens_fed,
-            "drafted": trace.drafted, "tree_nodes": trace.tree_nodes, "accepted": trace.accepted,
-            "verifications": trace.verifications,
-            "accept_hist": {str(k): v for k, v in sorted(trace.accept_hist.items())}, "extra": trace.extra,
-        })
+        row.update({"output_text": text, "extracted": stats.get("extracted"), "quality": stats.get("quality"),
+                    "score": stats, "wall_s": wall, **trace.row_fields(t0)})
         if trace.candidates:  # multi-draft methods (superposed): every draft's text, best first
             row["candidates"] = [target.decode(c) for c in trace.candidates]
     except Exception as e:  # one bad example never ends the run, and is never scored as wrong
@@ -306,7 +301,7 @@ def summarize(run_dir: Path, rc) -> dict:
     rows = read_rows(run_dir / "rows.jsonl")
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"run": run_dir.name}
-    summary = {"run": run_dir.name, **{k: meta.get(k) for k in ("task", "strategy", "model")},
+    summary = {"run": run_dir.name, **{k: meta.get(k) for k in ("task", "strategy", "model", "summary_fields")},
                **metrics.aggregate(rows, meta.get("secondary_metrics", ()))}
     base_dir = None
     if rc.baseline == "auto":
@@ -342,14 +337,12 @@ def format_summary(s: dict) -> str:
         weak = {k: v for k, v in t.items() if k != "full"}
         lines.append(("   WARNING: model-written code ran in a WEAKER sandbox tier: " if weak else
                       "   sandbox isolation: ") + ", ".join(f"{k} ({v} rows)" for k, v in t.items()))
-    if "large_share" in s:
-        lines.append(f"   large-model token share {f(s['large_share'], '.3f')}")
     if s.get("secondary"):
         lines.append("   " + "   ".join(f"{k} {f(v, '.3f')}" for k, v in s["secondary"].items()))
     ex = s.get("extra_per_example") or {}
-    if "generated_tokens" in ex:  # test-time search: the budget actually spent per example
-        lines.append("   per example: " + "   ".join(f"{k} {ex[k]:.1f}" for k in
-                     ("generated_tokens", "candidates", "prm_calls", "policy_forwards") if k in ex))
+    shown = [(k, s[k] if k in s else ex.get(k)) for k in s.get("summary_fields") or ()]  # the strategy's choice
+    if any(v is not None for _, v in shown):
+        lines.append("   " + "   ".join(f"{k} {f(v, '.3f')}" for k, v in shown if v is not None))
     if "speedup" in s:
         lines.append(f"   speedup vs {s['baseline']}: {f(s['speedup'], '.2f')}x on {s['speedup_examples']} "
                      f"common example(s) (across runs: indicative only)")

@@ -64,6 +64,15 @@ class Trace:
         self.accept_hist[accepted] += 1
         self._pending = accepted
 
+    def row_fields(self, t0: float) -> dict:
+        """The row's output and counter fields (t0: perf_counter when generation started)."""
+        return {"output_tokens": self.tokens, "finish": self.finish,
+                "ttft_s": (self.t_first - t0) if self.t_first else None, "new_tokens": len(self.tokens),
+                "target_forwards": self.target_forwards, "draft_forwards": self.draft_forwards,
+                "target_tokens_fed": self.target_tokens_fed, "drafted": self.drafted, "tree_nodes": self.tree_nodes,
+                "accepted": self.accepted, "verifications": self.verifications,
+                "accept_hist": {str(k): v for k, v in sorted(self.accept_hist.items())}, "extra": self.extra}
+
     def finish_with(self, eos_ids, max_new_tokens: int) -> "Trace":
         """Cut at the first EOS or at the budget; set `finish`. Accepted drafts that the cut
         removes (the last step's tokens past an EOS or the budget) are taken out of the counts."""

@@ -27,7 +27,7 @@ import heapq
 import math
 
 from harness.errors import ConfigError
-from strategies.search import Candidate, SearchStrategy
+from strategies.core.search import Candidate, SearchStrategy
 
 
 class AStar(SearchStrategy):
@@ -52,8 +52,7 @@ class AStar(SearchStrategy):
     def cost(s: float) -> float:
         return -math.log(max(float(s), 1e-9))
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
-        trace, snap, sampler, question, sc = self.start(target, messages)
+    def search(self, s):
         heap: list = [(0.0, 0, 0.0, Candidate())]  # (f, push order, g, state)
         pushed, iterations, best_done = 1, 0, None
         self.last_order = []
@@ -63,13 +62,13 @@ class AStar(SearchStrategy):
             if node.finished:
                 best_done = (f, node)
                 break
-            over = (sampler.generated >= self.token_budget or iterations >= self.max_iterations
-                    or (self.prm_budget and self.scorer.calls - sc[0] >= self.prm_budget))
+            over = (s.generated >= self.token_budget or iterations >= self.max_iterations
+                    or (self.prm_budget and s.prm_calls >= self.prm_budget))
             if over:
                 heapq.heappush(heap, (f, -1, g, node))  # back on the frontier for the fallback
                 break
             iterations += 1
-            kids = sampler.extend(prompt_ids, [node] * self.expansions, rng, max_new_tokens)
+            kids = s.extend([node] * self.expansions)
             uniq, seen = [], set()
             for k in kids:
                 key = tuple(k.steps[-1])
@@ -78,7 +77,7 @@ class AStar(SearchStrategy):
                     uniq.append(k)
             if not uniq:
                 continue
-            self.score(question, uniq, last_only=True)
+            s.score(uniq, last_only=True)
             for k in uniq:
                 c = self.cost(k.scores[-1])
                 heapq.heappush(heap, (g + c + self.h_weight * c, pushed, g + c, k))
@@ -90,8 +89,7 @@ class AStar(SearchStrategy):
             chosen = best_done[1]
         else:  # budget spent before any solution finished: complete the best frontier state
             _, _, _, node = min(heap, key=lambda e: (e[0], e[1])) if heap else (0, 0, 0, Candidate())
-            chosen = sampler.extend(prompt_ids, [node], rng, max_new_tokens, whole=True)[0] \
+            chosen = s.extend([node], whole=True)[0] \
                 if not node.finished else node
             completed = 1
-        return self.finish(trace, snap, target, max_new_tokens, chosen, sampler, sc, pushed,
-                           iterations=iterations, popped=len(self.last_order), completed_after_budget=completed)
+        return self.chose(chosen, pushed, iterations=iterations, popped=len(self.last_order), completed_after_budget=completed)

@@ -8,16 +8,15 @@ by the scorer (per-step scores aggregated by last / min / prod / mean); the high
 
 from __future__ import annotations
 
-from strategies.search import SampleN
+from strategies.core.search import SampleN
 
 
 class BestOfN(SampleN):
     name = "best_of_n"
     uses_scorer = True
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
-        trace, snap, sampler, question, sc = self.start(target, messages)
-        cands = self.sample(target, prompt_ids, max_new_tokens, rng, sampler)
-        vals = self.score(question, cands)
+    def search(self, s):
+        cands = self.sample(s)
+        vals = s.score(cands)
         best = max(range(len(cands)), key=lambda i: (vals[i], -i))
-        return self.finish(trace, snap, target, max_new_tokens, cands[best], sampler, sc, len(cands))
+        return self.chose(cands[best], len(cands))

@@ -39,8 +39,8 @@ from __future__ import annotations
 import torch
 
 from harness.errors import ConfigError
-from strategies import probs as P
-from strategies.base import Strategy
+from strategies.core.base import Strategy
+from strategies.core.drafters import draw
 
 
 def expected_tokens(alpha: float, d: int) -> float:
@@ -63,7 +63,7 @@ def choose_exit(alphas: dict[int, float], num_layers: int, d_max: int) -> tuple[
 
 
 class DEL(Strategy):
-    name = "del"
+    name = "del_exit"
     needs = frozenset({"rollback", "early_exit", "hidden_states"})
 
     def __init__(self, exit_layers=(), exit_stride: int = 4, d_max: int = 8, prior_accept: float = 0.5,
@@ -93,21 +93,19 @@ class DEL(Strategy):
             c = list(range(self.exit_stride, num_layers, self.exit_stride))
         return c or list(range(1, num_layers))
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
-        s = self.sampling
+    def decode(self, state):
+        target, s = state.target, self.sampling
         L = target.num_layers
         cands = self.candidates(L)
         hits = {x: 0.0 for x in cands}  # shadow agreement (greedy) / expected acceptance (T > 0)
         seen = {x: 0 for x in cands}
-        trace, snap = self.begin(target)
-        ex = trace.extra
+        ex = state.extra
         ex.update({"del_plain_steps": 0, "del_layers_loaded": 0, **{f"del_steps_l{x}": 0 for x in cands},
                    **{f"del_len_{d}": 0 for d in range(1, self.d_max + 1)},
                    **{f"del_shadow_hits_l{x}": 0.0 for x in cands}, **{f"del_shadow_n_l{x}": 0 for x in cands}})
-        exit_forwards, step = 0, 0
-        seq = list(prompt_ids)
-        while not trace.done(target.eos_ids, max_new_tokens):
-            remaining = max_new_tokens - len(trace.tokens)
+        step = 0
+        while not state.done:
+            remaining = state.remaining
             layer, d = None, 0
             if target.length > 0 and remaining > 1:  # the first step prefills: the draft needs the prompt's KV
                 alphas = {x: (self.prior_accept * self.prior_weight + hits[x]) / (self.prior_weight + seen[x])
@@ -116,45 +114,36 @@ class DEL(Strategy):
             base = target.length
             drafts, qs = [], []
             if d:
-                feed = seq[base:]
+                feed = state.seq[base:]
                 for _ in range(d):
                     _, q_logits = target.forward_layers(feed, 0, layer, last_only=True)
-                    exit_forwards += 1
-                    if s.greedy:
-                        x = int(q_logits.argmax())
-                    else:
-                        q = s.probs(q_logits)
+                    state.self_draft_forwards += 1  # early-exit forwards of the target's first l layers
+                    x, q = draw(s, q_logits, state.rng)
+                    if q is not None:
                         qs.append(q)
-                        x = P.sample(q, rng)
                     drafts.append(x)
                     feed = [x]
                 target.crop_to(base)  # the verification recomputes every layer for these positions
             shadow = cands if step % self.shadow_every == 0 else []
-            fed = seq[base:] + drafts
-            logits = target.forward(fed, hidden_layers=shadow)
+            fed = state.seq[base:] + drafts
+            logits = target.forward(fed, hidden_layers=shadow)  # feed (with the shadow layers) ...
             r0 = len(fed) - (d + 1)
-            p = logits[r0:] if s.greedy else s.probs(logits[r0:])
+            p = self.target_probs(logits[r0:])
+            n, nxt = self.accept(state, p, drafts, torch.stack(qs) if qs else None)  # ... then accept
             if d:
-                n, nxt = P.verify_chain(p, torch.stack(qs) if qs else None, drafts, rng, s.greedy)
-                trace.record_verification(d, n)
                 target.rollback(d - n)
                 ex[f"del_steps_l{layer}"] += 1
                 ex[f"del_len_{d}"] += 1
             else:
-                n, nxt = 0, (int(p[0].argmax()) if s.greedy else P.sample(p[0], rng))
                 ex["del_plain_steps"] += 1
             ex["del_layers_loaded"] += d * (layer or 0) + L
             new = drafts[:n] + [nxt]
             if shadow:
                 self._shadow(target, shadow, r0, new, p[: n + 1], hits, seen)
-            seq += new
-            trace.emit(new)
+            state.emit(new)
             step += 1
         for x in cands:
             ex[f"del_shadow_hits_l{x}"], ex[f"del_shadow_n_l{x}"] = hits[x], seen[x]
-        self.end(trace, snap, target, max_new_tokens)
-        trace.draft_forwards = exit_forwards  # early-exit forwards of the target's first l layers
-        return trace
 
     def _shadow(self, target, layers, r0: int, new: list[int], p: torch.Tensor, hits: dict, seen: dict) -> None:
         """Shadow tokens: each candidate layer's hidden states at the committed positions, through

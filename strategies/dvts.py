@@ -28,9 +28,9 @@ generated_tokens, prm_calls, candidates (= steps sampled), rounds, finished (sub
 from __future__ import annotations
 
 from harness.errors import ConfigError
-from harness.scorers import aggregate
+from scorers.base import aggregate
 from strategies.prm_beam_search import PRMBeamSearch, score_new_steps
-from strategies.search import Candidate, vote
+from strategies.core.search import Candidate, vote
 
 FINALS = ("best", "weighted_vote")
 
@@ -54,17 +54,16 @@ class DVTS(PRMBeamSearch):
                               f"{task.name} does not define")
         super().bind_task(task)
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
-        trace, snap, sampler, question, sc = self.start(target, messages)
+    def search(self, s):
         M = self.beam_width
         beam: list[Candidate] = [Candidate()] * self.beams
         live = list(range(self.beams))
         rounds = sampled = 0
         while live and rounds < self.max_rounds:
             rounds += 1
-            kids = sampler.extend(prompt_ids, [beam[t] for t in live for _ in range(M)], rng, max_new_tokens)
+            kids = s.extend([beam[t] for t in live for _ in range(M)])
             sampled += len(kids)
-            vals = score_new_steps(self, question, kids)
+            vals = score_new_steps(self, s.question, kids)
             for j, t in enumerate(live):
                 best = max(range(j * M, (j + 1) * M), key=lambda i: (vals[i], -i))
                 beam[t] = kids[best]
@@ -74,7 +73,7 @@ class DVTS(PRMBeamSearch):
         completed, voted = 0, 0
         if not done:  # nothing finished within max_rounds: complete the best live beam
             t = max(live, key=lambda t: (values[t], -t))
-            chosen = sampler.extend(prompt_ids, [beam[t]], rng, max_new_tokens, whole=True)[0]
+            chosen = s.extend([beam[t]], whole=True)[0]
             completed = 1
         else:
             t = max(done, key=lambda t: (values[t], -t))
@@ -86,5 +85,4 @@ class DVTS(PRMBeamSearch):
                     t = done[max(classes[k][1], key=lambda i: (values[done[i]], -i))]
                     voted = 1
             chosen = beam[t]
-        return self.finish(trace, snap, target, max_new_tokens, chosen, sampler, sc, sampled,
-                           rounds=rounds, finished=len(done), completed_after_budget=completed, voted=voted)
+        return self.chose(chosen, sampled, rounds=rounds, finished=len(done), completed_after_budget=completed, voted=voted)

@@ -47,9 +47,8 @@ import itertools
 import torch
 
 from harness.errors import ConfigError
-from strategies import probs as P
-from strategies.base import Strategy
-from strategies.tree_draft import TreeDrafter
+from strategies.core import probs as P
+from strategies.core.base import TreeSpeculation
 
 
 def expected_next_q(q: torch.Tensor, drawn: list[int]) -> float:
@@ -117,9 +116,8 @@ def grow_tree(root_logits: torch.Tensor, expand, node_budget: int, max_children:
     return tokens, parents, qmap
 
 
-class DySpec(Strategy):
+class DySpec(TreeSpeculation):
     name = "dyspec"
-    needs = frozenset({"rollback", "tree_mask"})
 
     def __init__(self, draft, node_budget: int = 16, max_children: int = 8, expand_batch: int = 1,
                  sampling=None):
@@ -128,22 +126,12 @@ class DySpec(Strategy):
             raise ConfigError("dyspec: node_budget, max_children and expand_batch must be >= 1")
         self.draft, self.node_budget, self.max_children, self.expand_batch = draft, node_budget, max_children, expand_batch
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None):
-        trace, snap = self.begin(target, draft)
-        tree = TreeDrafter(draft, self.sampling)
-        seq = list(prompt_ids)
-
+    def draft_tree(self, state, tree):
         def expand(nodes, tokens, parents):
             while len(tree.tokens) < len(tokens):  # mirror the new nodes into the drafter
                 i = len(tree.tokens)
                 tree.add(tokens[i], parents[i])
             return tree.expand(nodes)  # one draft forward for the whole batch
 
-        while not trace.done(target.eos_ids, max_new_tokens):
-            tokens, parents, qmap = grow_tree(tree.begin(seq), expand, self.node_budget, self.max_children,
-                                              self.sampling, rng, self.expand_batch)
-            new = self.verify_tree_step(target, seq, tokens, parents, qmap, rng, trace)
-            tree.finish()
-            seq += new
-            trace.emit(new)
-        return self.end(trace, snap, target, max_new_tokens, draft)
+        return grow_tree(tree.begin(state.seq), expand, self.node_budget, self.max_children, self.sampling,
+                         state.rng, self.expand_batch)

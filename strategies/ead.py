@@ -37,11 +37,9 @@ from __future__ import annotations
 
 from collections import deque
 
-import torch
-
 from harness.errors import ConfigError
-from strategies import probs as P
-from strategies.base import Strategy
+from strategies.core import probs as P
+from strategies.core.base import Strategy
 
 SOURCES = ("active", "small")
 
@@ -49,6 +47,7 @@ SOURCES = ("active", "small")
 class EntropyAdaptive(Strategy):
     name = "ead"
     lossless = False
+    summary_fields = ("large_share", "switches")
 
     def __init__(self, draft, tau: float = 1.0, window: int = 5, min_tokens: int = 5,
                  entropy_source: str = "active", sampling=None):
@@ -59,12 +58,10 @@ class EntropyAdaptive(Strategy):
         self.draft = draft  # ModelSpec of the SMALL model; the runner loads it
         self.tau, self.window, self.min_tokens, self.entropy_source = float(tau), window, min_tokens, entropy_source
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
-        if draft is None:
+    def decode(self, state):
+        if state.draft is None:
             raise ConfigError("ead needs the small model (strategy.draft)")
-        small, large = draft, target
-        trace, snap = self.begin(target, draft)
-        seq = list(prompt_ids)
+        small, large, seq = state.draft, state.target, state.seq
         H = deque(maxlen=self.window)  # rolling entropies (bits)
         active, run, switches, by = small, self.min_tokens, 0, []  # run = c; first decision free
         cur = small_cur = None  # logits [V] for the next position (of the active / the small model)
@@ -87,15 +84,13 @@ class EntropyAdaptive(Strategy):
             if cur is None:  # large model generating with the small model's entropy: its logits now
                 cur = active.forward(seq[active.length:], last_only=True)
             # 3. the active model emits the token
-            tok = self.sampling.next_token(cur, rng)
-            seq.append(tok)
+            tok = self.sampling.next_token(cur, state.rng)
             by.append(active is large)
             run += 1
             cur = None
-            trace.emit([tok])
-            if trace.done(target.eos_ids, max_new_tokens):
+            state.emit([tok])
+            if state.done:
                 break
-        trace = self.end(trace, snap, target, max_new_tokens, draft)
-        n_large = sum(by[:len(trace.tokens)])
-        trace.extra.update(large_tokens=n_large, small_tokens=len(trace.tokens) - n_large, switches=switches)
-        return trace
+        n = min(len(state.tokens), state.budget)  # what finish() keeps (EOS is the last token)
+        n_large = sum(by[:n])
+        state.extra.update(large_tokens=n_large, small_tokens=n - n_large, switches=switches)

@@ -26,7 +26,7 @@ is not implemented: with one batch it is the same choice.
 from __future__ import annotations
 
 from harness.errors import ConfigError
-from strategies.search import Candidate, SearchStrategy
+from strategies.core.search import Candidate, SearchStrategy
 
 
 class FirstFinishSearch(SearchStrategy):
@@ -41,10 +41,9 @@ class FirstFinishSearch(SearchStrategy):
     def params(self):
         return {**super().params(), "budget": f"n={self.n}"}
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
-        trace, snap, sampler, question, sc = self.start(target, messages)
-        rows = sampler.extend(prompt_ids, [Candidate()] * self.n, rng, max_new_tokens, whole=True, stop_first=True)
+    def search(self, s):
+        rows = s.extend([Candidate()] * self.n, whole=True, stop_first=True)
         first = [i for i, c in enumerate(rows) if c.eos]
         chosen = rows[first[0]] if first else rows[0]
-        return self.finish(trace, snap, target, max_new_tokens, chosen, sampler, sc, len(rows),
+        return self.chose(chosen, len(rows),
                            ffs_length=len(chosen.tokens), ffs_ties=len(first), ffs_none_finished=int(not first))

@@ -1,6 +1,6 @@
 """Greedy decoding: the argmax at every step. The lossless reference."""
 
-from strategies.base import SamplingParams
+from strategies.core.base import SamplingParams
 from strategies.sampling import Sampling
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 
 from harness.errors import ConfigError
-from strategies.search import Candidate, SearchStrategy, vote
+from strategies.core.search import Candidate, SearchStrategy, vote
 
 TEMPLATE = "Answers already explored: {answers}. Give a solution that reaches a different answer."
 
@@ -63,22 +63,21 @@ class InContextNavigation(SearchStrategy):
     def params(self):
         return {**super().params(), "budget": f"n={self.n},R={self.rounds}"}
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
-        if messages is None:
+    def search(self, s):
+        if s.prompt.messages is None:
             raise ValueError("icn re-prompts with the task's messages; call generate(..., messages=...)")
-        trace, snap, sampler, question, sc = self.start(target, messages)
         cands: list[Candidate] = []
         distinct_first = 0
         for r in range(self.rounds):
             classes = self.answer_classes(cands) if cands else []
-            prompt = prompt_ids if not classes else target.render(
-                navigation_messages(messages, [str(a) for a, _ in classes]))
-            cands += sampler.extend(prompt, [Candidate()] * self.n, rng, max_new_tokens, whole=True)
+            prompt = s.prompt.ids if not classes else s.target.render(
+                navigation_messages(s.prompt.messages, [str(a) for a, _ in classes]))
+            cands += s.extend([Candidate()] * self.n, whole=True, prompt=prompt)
             if r == 0:
                 distinct_first = len(self.answer_classes(cands))
         classes = self.answer_classes(cands)
         k = vote(classes)
         chosen = cands[classes[k][1][0]] if k is not None else cands[0]
-        return self.finish(trace, snap, target, max_new_tokens, chosen, sampler, sc, len(cands),
+        return self.chose(chosen, len(cands),
                            icn_distinct=len(classes), icn_distinct_round1=distinct_first,
                            winning_votes=len(classes[k][1]) if k is not None else 0, rounds=self.rounds)

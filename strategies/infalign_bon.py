@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 
 from harness.errors import ConfigError
-from strategies.search import Candidate, SearchStrategy
+from strategies.core.search import Candidate, SearchStrategy
 
 MODES = ("best", "worst")
 TRANSFORMS = ("exp", "identity")
@@ -84,15 +84,12 @@ class InfAlignBoN(SearchStrategy):
         v = math.exp(self.t * rc) if self.transform == "exp" else rc
         return v if self.mode == "best" else -v
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
-        trace, snap, sampler, question, sc = self.start(target, messages)
-        rows = sampler.extend(prompt_ids, [Candidate()] * (self.n + self.calibration), rng, max_new_tokens,
-                              whole=True)
-        rewards = self.score(question, rows)
+    def search(self, s):
+        rows = s.extend([Candidate()] * (self.n + self.calibration), whole=True)
+        rewards = s.score(rows)
         cand, calib = rewards[: self.n], rewards[self.n:]
         rc = calibrated(cand, calib)
         sign = 1.0 if self.mode == "best" else -1.0
         best = max(range(self.n), key=lambda i: (self.phi(rc[i]), sign * cand[i], -i))
-        return self.finish(trace, snap, target, max_new_tokens, rows[best], sampler, sc, self.n + self.calibration,
-                           infalign_wins=win_count(cand[best], calib), win_trials=self.calibration,
+        return self.chose(rows[best], self.n + self.calibration, infalign_wins=win_count(cand[best], calib), win_trials=self.calibration,
                            infalign_rc=rc[best], infalign_phi=self.phi(rc[best]))

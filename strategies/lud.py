@@ -19,7 +19,7 @@ Two modes (`verify`):
   and are dropped: the next step drafts nothing and only collects new parallel predictions.
   Token-identical to greedy at T = 0, the target distribution at T > 0.
 
-Placeholder id: `placeholder_id`, else the tokenizer's pad token, else its unk token (either only
+Placeholder id: `placeholder_id`, else the model's pad token, else its unk token (either only
 when it is not an end-of-sequence id), else the last vocabulary id.
 
 Honest expectations: the parallel predictions only mean something for a model FINE-TUNED for
@@ -35,8 +35,8 @@ from __future__ import annotations
 import torch
 
 from harness.errors import ConfigError
-from strategies import probs as P
-from strategies.base import Strategy
+from strategies.core.base import Strategy
+from strategies.core.drafters import draw
 
 
 def confident_span(logits: torch.Tensor, threshold: float) -> int:
@@ -67,50 +67,35 @@ class LUD(Strategy):
             if self.placeholder_id >= target.vocab_size:
                 raise ConfigError(f"lud: placeholder_id {self.placeholder_id} >= vocabulary size {target.vocab_size}")
             return self.placeholder_id
-        tok = target.tokenizer
-        for attr in ("pad_token_id", "unk_token_id"):
-            i = getattr(tok, attr, None)
-            if isinstance(i, int) and i not in target.eos_ids and 0 <= i < target.vocab_size:
+        for kind in ("pad", "unk"):
+            i = target.special_id(kind)
+            if i is not None and i not in target.eos_ids and 0 <= i < target.vocab_size:
                 return i
         return target.vocab_size - 1
 
     def setup(self, target, draft=None) -> None:
         self.placeholder(target)  # a bad placeholder id fails before the first example
 
-    def _pick(self, row: torch.Tensor, rng: torch.Generator) -> tuple[int, torch.Tensor | None]:
-        """A span token from a placeholder row: argmax at T = 0, else a draw from its processed q."""
-        if self.sampling.greedy:
-            return int(row.argmax()), None
-        q = self.sampling.probs(row)
-        return P.sample(q, rng), q
-
-    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
-        s = self.sampling
+    def decode(self, state):
+        target, s = state.target, self.sampling
         pad = self.placeholder(target)
-        trace, snap = self.begin(target)
-        ex = trace.extra
+        ex = state.extra
         ex.update({"lud_units": 0, "lud_unit_tokens": 0, "lud_span_tokens": 0, "lud_placeholders_fed": 0})
-        seq = list(prompt_ids)  # the first forward also prefills the prompt
         drafts, qs = [], []  # verify mode: the span predicted by the previous forward
-        while not trace.done(target.eos_ids, max_new_tokens):
-            remaining = max_new_tokens - len(trace.tokens)
+        while not state.done:  # the first forward also prefills the prompt
+            remaining = state.remaining
             drafts, qs = drafts[:max(remaining - 1, 0)], qs[:max(remaining - 1, 0)]
             d = len(drafts)
             kk = min(self.k, remaining - d - 1)  # parallel predictions past the budget are useless
-            tail = seq[target.length:]
-            logits = target.forward(tail + drafts + [pad] * kk)
+            tail = state.seq[target.length:]
+            logits = target.forward(tail + drafts + [pad] * kk)  # feed: tail + span + placeholders ...
             ex["lud_placeholders_fed"] += kk
             t = len(tail)
             rows = logits[t - 1:t + d]  # row j predicts the token after drafts[:j]
-            p = rows if s.greedy else s.probs(rows)
-            if d:
-                n, nxt = P.verify_chain(p, torch.stack(qs) if qs else None, drafts, rng, s.greedy)
-                trace.record_verification(d, n)
-            else:
-                n, nxt = 0, (int(p[0].argmax()) if s.greedy else P.sample(p[0], rng))
+            n, nxt = self.accept(state, self.target_probs(rows), drafts, torch.stack(qs) if qs else None)  # ... accept
             placeholder_rows = logits[t + d:]  # row i predicts the position after nxt, + i
             m = confident_span(placeholder_rows, self.threshold) if n == d else 0
-            span = [self._pick(placeholder_rows[i], rng) for i in range(m)]
+            span = [draw(s, placeholder_rows[i], state.rng) for i in range(m)]
             ex["lud_span_tokens"] += m
             if self.verify:
                 target.rollback(kk + d - n)
@@ -121,6 +106,4 @@ class LUD(Strategy):
                 new = [nxt] + [x for x, _ in span]
             ex["lud_units"] += 1
             ex["lud_unit_tokens"] += len(new)
-            seq += new
-            trace.emit(new)
-        return self.end(trace, snap, target, max_new_tokens)
+            state.emit(new)

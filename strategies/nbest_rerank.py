@@ -4,8 +4,8 @@ The N-best list comes from the prompt (see nbest_first: decoded and parsed, no t
 reference). Each distinct hypothesis h is scored as log p(h + end | prefix) under the target,
 in ONE engine forward over the tokens of `prefix + h + end` (cache reset before each; the
 forwards are counted in the Trace like any other). The scored tokens are those after the
-longest common start of that tokenization and the prefix's own (BOS included when the tokenizer
-adds one), so every hypothesis is scored with its natural tokenization. `end` (default a
+longest common start of that encoding and the prefix's own (BOS included when the model's
+encoding adds one), so every hypothesis is scored with its natural encoding. `end` (default a
 newline) is scored too: without it the empty or shortest hypothesis wins by having fewer
 factors. `length_norm` divides by the number of scored tokens. Ties go to the earlier (higher
 ASR-ranked) hypothesis. The winner is re-encoded and emitted, then an EOS. Not lossless.
@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 
 from harness.errors import ConfigError
-from strategies.base import Strategy
-from strategies.nbest_first import emit_text, prompt_nbest
+from strategies.core.base import Strategy
+from strategies.nbest_first import emit_text, hypotheses
 
 
 class NBestRerank(Strategy):
@@ -32,9 +32,8 @@ class NBestRerank(Strategy):
 
     def log_likelihood(self, target, text: str) -> tuple[float, int]:
         """(log p(text + end | prefix), scored tokens) in one target forward."""
-        tok = target.tokenizer
-        pre = [int(t) for t in tok.encode(self.prefix, add_special_tokens=True)]
-        full = [int(t) for t in tok.encode(self.prefix + text + self.end_text, add_special_tokens=True)]
+        pre = target.encode(self.prefix, special=True)
+        full = target.encode(self.prefix + text + self.end_text, special=True)
         k = 0
         while k < min(len(pre), len(full)) and pre[k] == full[k]:
             k += 1
@@ -47,9 +46,9 @@ class NBestRerank(Strategy):
         ids = torch.tensor(full[k:], dtype=torch.long)
         return float(logp.gather(1, ids[:, None]).sum()), len(full) - k
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
-        trace, snap = self.begin(target)
-        nbest = prompt_nbest(target, prompt_ids)
+    def decode(self, state):
+        target = state.target
+        nbest = hypotheses(state)
         seen: dict[str, float] = {}
         scored = 0
         for h in nbest:
@@ -59,7 +58,6 @@ class NBestRerank(Strategy):
                 scored += n
         best = max(range(len(nbest)), key=lambda i: (seen[nbest[i]], -i))
         target.reset()
-        emit_text(trace, target, nbest[best])
-        trace.extra = {"candidates": len(nbest), "scored_hypotheses": len(seen), "scored_tokens": scored,
-                       "chosen_rank": best}
-        return self.end(trace, snap, target, max_new_tokens)
+        emit_text(state, nbest[best])
+        state.extra.update({"candidates": len(nbest), "scored_hypotheses": len(seen), "scored_tokens": scored,
+                            "chosen_rank": best})

@@ -45,7 +45,7 @@ import torch
 
 from harness.errors import ConfigError
 from strategies.prm_beam_search import score_new_steps
-from strategies.search import Candidate, SearchStrategy
+from strategies.core.search import Candidate, SearchStrategy
 
 WEIGHTINGS = ("softmax", "proportional")
 
@@ -88,23 +88,22 @@ class ParticleFiltering(SearchStrategy):
         w = particle_weights(scores, self.weighting, self.temperature_pf)
         return sorted(torch.multinomial(w, len(scores), replacement=True, generator=rng).tolist())
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
-        trace, snap, sampler, question, sc = self.start(target, messages)
+    def search(self, s):
         particles: list[Candidate] = [Candidate()] * self.n
         done: list[tuple[float, Candidate]] = []
         rounds = sampled = resamples = dropped = unique = 0
         alive: list[tuple[float, Candidate]] = []
         while particles and rounds < self.max_rounds:
             rounds += 1
-            kids = sampler.extend(prompt_ids, particles, rng, max_new_tokens)
+            kids = s.extend(particles)
             sampled += len(kids)
-            vals = score_new_steps(self, question, kids)
+            vals = score_new_steps(self, s.question, kids)
             alive = []
             for k, v in zip(kids, vals):
                 (done if k.finished else alive).append((v, k))
             particles = []
             if alive and rounds < self.max_rounds:
-                idx = self.resample([v for v, _ in alive], rng)
+                idx = self.resample([v for v, _ in alive], s.rng)
                 resamples += 1
                 dropped += len(alive) - len(set(idx))
                 unique += len(set(idx))
@@ -114,8 +113,8 @@ class ParticleFiltering(SearchStrategy):
             chosen = max(enumerate(done), key=lambda e: (e[1][0], -e[0]))[1][1]
         else:  # nothing finished within max_rounds: complete the best live particle
             best = max(enumerate(alive), key=lambda e: (e[1][0], -e[0]))[1][1]
-            chosen = sampler.extend(prompt_ids, [best], rng, max_new_tokens, whole=True)[0]
+            chosen = s.extend([best], whole=True)[0]
             completed = 1
-        return self.finish(trace, snap, target, max_new_tokens, chosen, sampler, sc, sampled, rounds=rounds,
+        return self.chose(chosen, sampled, rounds=rounds,
                            resamples=resamples, resample_dropped=dropped, resample_unique=unique,
                            finished=len(done), completed_after_budget=completed)

@@ -9,10 +9,9 @@ point mass: accept x with probability p(x), else resample from p without x). Los
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from harness.errors import ConfigError
-from strategies.base import Strategy
+from strategies.core.base import Strategy
 
 
 def lookup(seq: np.ndarray, max_ngram: int, min_ngram: int, k: int) -> list[int]:
@@ -39,13 +38,7 @@ class PromptLookup(Strategy):
             raise ConfigError(f"pld: need k >= 1 and 1 <= min_ngram <= max_ngram (got {k}, {min_ngram}, {max_ngram})")
         self.k, self.max_ngram, self.min_ngram = k, max_ngram, min_ngram
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
-        trace, snap = self.begin(target)
-        seq = list(prompt_ids)  # the first verification forward also prefills the prompt
-        while not trace.done(target.eos_ids, max_new_tokens):
-            k = min(self.k, max_new_tokens - len(trace.tokens))
-            drafts = lookup(np.asarray(seq), self.max_ngram, self.min_ngram, k)
-            new = self.verify_step(target, seq, drafts, None, rng, trace)
-            seq += new
-            trace.emit(new)
-        return self.end(trace, snap, target, max_new_tokens)
+    def decode(self, state):
+        while not state.done:  # the first verification forward also prefills the prompt
+            drafts = lookup(np.asarray(state.seq), self.max_ngram, self.min_ngram, min(self.k, state.remaining))
+            state.emit(self.verify_step(state, drafts, None))

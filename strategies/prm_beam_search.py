@@ -28,8 +28,8 @@ token, all beams), prm_calls, candidates (= steps sampled, all rounds), rounds, 
 from __future__ import annotations
 
 from harness.errors import ConfigError
-from harness.scorers import aggregate
-from strategies.search import Candidate, SearchStrategy
+from scorers.base import aggregate
+from strategies.core.search import Candidate, SearchStrategy
 
 
 def score_new_steps(strategy: SearchStrategy, question: str, kids: list[Candidate]) -> list[float]:
@@ -61,8 +61,7 @@ class PRMBeamSearch(SearchStrategy):
     def params(self):
         return {**super().params(), "budget": f"N={self.n},M={self.beam_width}"}
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
-        trace, snap, sampler, question, sc = self.start(target, messages)
+    def search(self, s):
         keep = self.beams
         active: list[Candidate] = [Candidate()] * keep
         done: list[tuple[float, Candidate]] = []
@@ -70,9 +69,9 @@ class PRMBeamSearch(SearchStrategy):
         while active and rounds < self.max_rounds and len(done) < keep:
             rounds += 1
             parents = [b for b in active for _ in range(self.beam_width)]
-            kids = sampler.extend(prompt_ids, parents, rng, max_new_tokens)
+            kids = s.extend(parents)
             sampled += len(kids)
-            vals = score_new_steps(self, question, kids)
+            vals = score_new_steps(self, s.question, kids)
             ranked, seen = [], set()
             for i, (k, v) in enumerate(zip(kids, vals)):
                 if k.finished:
@@ -88,7 +87,6 @@ class PRMBeamSearch(SearchStrategy):
         if done:
             chosen = max(enumerate(done), key=lambda e: (e[1][0], -e[0]))[1][1]
         else:  # nothing finished within max_rounds: complete the best active beam
-            chosen = sampler.extend(prompt_ids, active[:1], rng, max_new_tokens, whole=True)[0]
+            chosen = s.extend(active[:1], whole=True)[0]
             completed = 1
-        return self.finish(trace, snap, target, max_new_tokens, chosen, sampler, sc, sampled,
-                           rounds=rounds, finished=len(done), completed_after_budget=completed)
+        return self.chose(chosen, sampled, rounds=rounds, finished=len(done), completed_after_budget=completed)

@@ -33,7 +33,8 @@ from __future__ import annotations
 import torch
 
 from harness.errors import ConfigError
-from strategies.base import Strategy
+from strategies.core.base import Strategy
+from strategies.core.drafters import draw
 
 
 def pick_exit(confidences: list[float], threshold: float) -> int:
@@ -108,35 +109,22 @@ class S2D(Strategy):
         """The configured exits, clipped to the draft's depth (the deepest is then the whole draft)."""
         return sorted({min(x, draft.num_layers) for x in self.exits})
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
-        s = self.sampling
-        exits = self.effective_exits(draft)
-        trace, snap = self.begin(target, draft)
-        ex = trace.extra
-        ex.update({f"s2d_exit_{x}": 0 for x in exits})
-        nd = NestedDraft(draft, exits)
-        n_drafted = 0
-        seq = list(prompt_ids)  # the first verification forward also prefills the prompt
-        while not trace.done(target.eos_ids, max_new_tokens):
-            k = min(self.k, max_new_tokens - len(trace.tokens))
-            drafts, qs, feed = [], [], seq[nd.length:]
-            for _ in range(k):
+    def decode(self, state):
+        exits = self.effective_exits(state.draft)
+        state.extra.update({f"s2d_exit_{x}": 0 for x in exits})
+        nd = NestedDraft(state.draft, exits)
+        while not state.done:  # the first verification forward also prefills the prompt
+            drafts, qs, feed = [], [], state.seq[nd.length:]
+            for _ in range(min(self.k, state.remaining)):
                 q_logits, j = nd.next_logits(feed, self.threshold)
-                ex[f"s2d_exit_{exits[j]}"] += 1
-                if s.greedy:
-                    x = int(q_logits.argmax())
-                else:
-                    q = s.probs(q_logits)
+                state.count(f"s2d_exit_{exits[j]}")
+                x, q = draw(self.sampling, q_logits, state.rng)
+                if q is not None:
                     qs.append(q)
-                    x = int(torch.multinomial(q, 1, generator=rng))
                 drafts.append(x)
                 feed = [x]
-            n_drafted += len(drafts)
-            new = self.verify_step(target, seq, drafts, torch.stack(qs) if qs else None, rng, trace)
-            nd.truncate_to(min(nd.length, len(seq) + len(new) - 1))  # keep committed positions only
-            seq += new
-            trace.emit(new)
-        ex["draft_layer_tokens"] = nd.layer_tokens
-        self.end(trace, snap, target, max_new_tokens)
-        trace.draft_forwards = n_drafted  # one nested-draft pass (one or more segments) per draft token
-        return trace
+            state.self_draft_forwards += len(drafts)  # one nested-draft pass (1+ segments) per draft token
+            new = self.verify_step(state, drafts, torch.stack(qs) if qs else None)
+            nd.truncate_to(min(nd.length, len(state.seq) + len(new) - 1))  # keep committed positions only
+            state.emit(new)
+        state.extra["draft_layer_tokens"] = nd.layer_tokens

@@ -7,21 +7,17 @@ speed-up is measured against.
 
 from __future__ import annotations
 
-import torch
-
-from strategies.base import Strategy
+from strategies.core.base import Strategy
 
 
 class Sampling(Strategy):
     name = "sampling"
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
-        trace, snap = self.begin(target)
-        logits = target.forward(prompt_ids, last_only=True)  # prefill: [V]
+    def decode(self, state):
+        logits = state.target.forward(state.seq, last_only=True)  # prefill: [V]
         while True:
-            tok = self.sampling.next_token(logits, rng)
-            trace.emit([tok])
-            if trace.done(target.eos_ids, max_new_tokens):
+            tok = self.sampling.next_token(logits, state.rng)
+            state.emit([tok])
+            if state.done:
                 break
-            logits = target.forward([tok], last_only=True)
-        return self.end(trace, snap, target, max_new_tokens)
+            logits = state.target.forward([tok], last_only=True)

@@ -9,7 +9,7 @@ Samples without an answer do not vote; if none has one, sample 0 is returned. No
 
 from __future__ import annotations
 
-from strategies.search import SampleN, vote
+from strategies.core.search import SampleN, vote
 
 
 class SelfConsistency(SampleN):
@@ -19,11 +19,10 @@ class SelfConsistency(SampleN):
     def weights(self, question, cands) -> list[float] | None:
         return None  # one vote each
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None, messages=None):
-        trace, snap, sampler, question, sc = self.start(target, messages)
-        cands = self.sample(target, prompt_ids, max_new_tokens, rng, sampler)
+    def search(self, s):
+        cands = self.sample(s)
         classes = self.answer_classes(cands)
-        w = self.weights(question, cands)
+        w = self.weights(s.question, cands)
         k = vote(classes, w)
         if k is None:
             chosen = cands[0]
@@ -31,5 +30,5 @@ class SelfConsistency(SampleN):
             chosen = cands[classes[k][1][0]]
         else:  # the best-scored member of the winning class
             chosen = cands[max(classes[k][1], key=lambda i: (w[i], -i))]
-        return self.finish(trace, snap, target, max_new_tokens, chosen, sampler, sc, len(cands),
+        return self.chose(chosen, len(cands),
                            answer_classes=len(classes), winning_votes=len(classes[k][1]) if k is not None else 0)

@@ -15,7 +15,7 @@ The step-time model is an explicit INPUT, never measured during a run (a run tha
 own forwards would choose other K's, and so write other rows, on a busier machine): either
 coefficients in the YAML (`step_model`) or a profile file (`step_profile`) written once by
 
-    python -m strategies.smartspec --out results/profiles/NAME.json [hydra overrides, e.g. model=...]
+    python -m tools.profile_smartspec --out results/profiles/NAME.json [hydra overrides, e.g. model=...]
 
 which times target forwards of 1 and 8 tokens and a 1-token draft forward on this machine. The
 file's sha256 is part of the run's identity (harness/runner.py hashes every strategy artifact)
@@ -25,7 +25,6 @@ and the coefficients are in every row. Same config + same profile -> identical r
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -51,14 +50,14 @@ def profile_models(path) -> dict:
 
 
 def load_step_profile(path) -> dict:
-    """The coefficients of a profile file written by `python -m strategies.smartspec`."""
+    """The coefficients of a profile file written by `python -m tools.profile_smartspec`."""
     p = _resolve(path)
     try:
         obj = json.loads(p.read_text())
         model = {k: float(obj["step_model"][k]) for k in STEP_KEYS}
     except FileNotFoundError:
         raise ConfigError(f"smartspec: step profile {p} does not exist; write one with "
-                          f"`python -m strategies.smartspec --out {path}` or give strategy.step_model") from None
+                          f"`python -m tools.profile_smartspec --out {path}` or give strategy.step_model") from None
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"smartspec: {p} is not a step profile ({e.__class__.__name__}: {e}); "
                           f"it needs step_model.{{{', '.join(STEP_KEYS)}}}") from None
@@ -83,7 +82,7 @@ class SmartSpec(Speculative):
         if bool(step_model) == bool(step_profile):
             raise ConfigError("smartspec: give exactly one of strategy.step_model ({target_a, target_b, "
                               "draft_token_s} in seconds) or strategy.step_profile (a file written by "
-                              "`python -m strategies.smartspec --out FILE`)")
+                              "`python -m tools.profile_smartspec --out FILE`)")
         self.k_max, self.prior_accept, self.prior_weight = k_max, prior_accept, prior_weight
         self.step_profile = str(step_profile) if step_profile else ""
         if step_model:
@@ -125,15 +124,14 @@ class SmartSpec(Speculative):
             if any(want[k] and want[k] != got[k] for k in want):
                 print(f"[smartspec] WARNING: step profile {self.step_profile} was measured for target "
                       f"{want['target']} / draft {want['draft']}, running {got['target']} / {got['draft']}: "
-                      f"write one for these with `python -m strategies.smartspec --out FILE model=...`", flush=True)
+                      f"write one for these with `python -m tools.profile_smartspec --out FILE model=...`", flush=True)
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None):
-        trace = super().generate(target, prompt_ids, max_new_tokens, rng, draft=draft)
-        trace.extra.update({f"step_model_{k}": v for k, v in self.step_model.items()})
-        return trace
+    def decode(self, state):
+        super().decode(state)
+        state.extra.update({f"step_model_{k}": v for k, v in self.step_model.items()})
 
-    def draft_length(self, trace, remaining: int) -> int:
-        m = self.step_model
+    def draft_length(self, state) -> int:
+        m, trace, remaining = self.step_model, state.trace, state.remaining
         alpha = (trace.accepted + self.prior_accept * self.prior_weight) / (trace.drafted + self.prior_weight)
         alpha = min(max(alpha, 0.0), 0.999)
 
@@ -142,43 +140,6 @@ class SmartSpec(Speculative):
             return expected_tokens(k, alpha) / t
 
         best = max(range(0, min(self.k_max, remaining) + 1), key=goodput)
-        trace.extra["k_chosen"] = trace.extra.get("k_chosen", 0) + best
-        trace.extra["steps_without_speculation"] = trace.extra.get("steps_without_speculation", 0) + (best == 0)
+        state.count("k_chosen", best)
+        state.count("steps_without_speculation", int(best == 0))
         return best
-
-
-def main(argv=None) -> int:
-    """Profile the step-time model of a target/draft pair on this machine and write it as a file."""
-    import argparse
-
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    ap = argparse.ArgumentParser(prog="python -m strategies.smartspec", description=main.__doc__)
-    ap.add_argument("--out", required=True, help="profile file to write (JSON)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
-    ap.add_argument("overrides", nargs="*", help="hydra overrides: model=..., model@strategy.draft=...")
-    a = ap.parse_args(argv)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["strategy=smartspec", "strategy.step_profile=null",
-                                           "strategy.step_model={target_a: 1, target_b: 0, draft_token_s: 0}",
-                                           *a.overrides])
-    spec = instantiate(cfg.model, _convert_="all")
-    strat = instantiate(cfg.strategy, _convert_="all")
-    torch.set_num_threads(int(cfg.run.threads))
-    target, draft = spec.load(), strat.draft.load()
-    model = strat.profile(target, draft, list(range(10, 42)), repeats=a.repeats)
-    from harness import provenance
-
-    out = {"step_model": model, "target": spec.describe(), "draft": strat.draft.describe(),
-           "threads": torch.get_num_threads(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "cpu": provenance.cpu_model(), "repeats": a.repeats}
-    p = Path(a.out)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"[smartspec] wrote {p}: " + ", ".join(f"{k}={v:.4g}s" for k, v in model.items()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,17 +11,14 @@ the target's argmax along the tree (lossless == greedy).
 
 from __future__ import annotations
 
-import torch
-
 from harness.errors import ConfigError
-from strategies import probs as P
-from strategies.base import Strategy
-from strategies.tree_draft import TreeDrafter
+from strategies.core import probs as P
+from strategies.core.base import TreeSpeculation
+from strategies.core.trees import TreeDrafter
 
 
-class SpecTr(Strategy):
+class SpecTr(TreeSpeculation):
     name = "spectr"
-    needs = frozenset({"rollback", "tree_mask"})
 
     def __init__(self, draft, num_drafts: int = 3, draft_len: int = 3, sampling=None):
         super().__init__(sampling)
@@ -54,23 +51,14 @@ class SpecTr(Strategy):
                     logits_at[node] = logits
         return proposals, qmap
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None):
-        trace, snap = self.begin(target, draft)
-        tree = TreeDrafter(draft, self.sampling)
-        seq = list(prompt_ids)
-        while not trace.done(target.eos_ids, max_new_tokens):
-            proposals, qmap = self._draft_sequences(tree, seq, rng)
-            new = self._verify(target, seq, tree, proposals, qmap, rng, trace)
-            tree.finish()
-            seq += new
-            trace.emit(new)
-        return self.end(trace, snap, target, max_new_tokens, draft)
+    def step(self, state, tree):
+        proposals, qmap = self._draft_sequences(tree, state.seq, state.rng)
+        return self._verify(state, tree, proposals, qmap)
 
-    def _verify(self, target, seq, tree, proposals, qmap, rng, trace):
+    def _verify(self, state, tree, proposals, qmap):
         """One target forward over the tree, then k-sequential selection down the tree."""
-        tokens, parents = tree.tokens, tree.parents
-        logits = self.tree_logits(target, seq, tokens, parents)  # [n + 1, V]
-        p_all = logits if self.sampling.greedy else self.sampling.probs(logits)
+        tokens, parents, rng = tree.tokens, tree.parents, state.rng
+        p_all = self.target_probs(self.tree_logits(state, tokens, parents))  # [n + 1, V]
         path, node = [], -1
         while True:
             p, cands = p_all[node + 1], proposals.get(node, [])
@@ -92,6 +80,6 @@ class SpecTr(Strategy):
                 child = next(c for c in range(len(tokens)) if parents[c] == node and tokens[c] == cands[i])
             path.append(child)
             node = child
-        trace.record_tree_verification(parents, len(path))
-        target.keep(path, len(tokens))
+        state.verified_tree(parents, len(path))
+        state.target.keep(path, len(tokens))
         return [tokens[c] for c in path] + [nxt]

@@ -40,9 +40,9 @@ from __future__ import annotations
 import torch
 
 from harness.errors import ConfigError
-from strategies import probs as P
-from strategies.base import Strategy
-from strategies.token_recycling import tree_forward
+from strategies.core import probs as P
+from strategies.core.base import Strategy
+from strategies.core.trees import tree_forward
 
 
 class NgramTable:
@@ -221,25 +221,18 @@ class STAND(Strategy):
                 st.accepted[d][ranks[path[d]]] += 1
 
     # ------------------------------------------------------------------ the loop
-    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
-        trace, snap = self.begin(target)
-        s = self.sampling
-        self._start(prompt_ids)
+    def decode(self, state):
+        target, s, rng, trace = state.target, self.sampling, state.rng, state.trace
+        self._start(state.prompt.ids)
         V = target.vocab_size
-        seq = list(prompt_ids)
-        while not trace.done(target.eos_ids, max_new_tokens):
-            remaining = max_new_tokens - len(trace.tokens)
+        while not state.done:
+            remaining, seq = state.remaining, state.seq
             shape = (self.branching or self.stats.choose(self.node_budget))[: max(remaining - 1, 0)]
             tokens, parents, depths, ranks, q_small, hit, nkids = self._draft(seq, shape, rng)
             m = len(tokens)
-            anc = torch.zeros(m, m, dtype=torch.bool)
-            for i, par in enumerate(parents):
-                if par >= 0:
-                    anc[i] = anc[par]
-                anc[i, i] = True
             tail = seq[target.length:]
             t = len(tail)
-            logits = tree_forward(target, tail, tokens, anc, torch.tensor(depths, dtype=torch.long))
+            logits = tree_forward(target, tail, tokens, parents, plain_if_empty=True)
             rows = logits[t - 1:]
             if s.greedy:
                 path, nxt = P.verify_tree(rows, tokens, parents, None, rng, True)
@@ -251,7 +244,7 @@ class STAND(Strategy):
                     qmap[node] = q
                 path, nxt = P.verify_tree(_LazyProbs(rows, s), tokens, parents, qmap, rng, False)
             if m:
-                trace.record_tree_verification(parents[:m], len(path))
+                state.verified_tree(parents[:m], len(path))
                 target.keep(path, m)
             self._learn(path, ranks, hit, nkids)
             # verified positions: (prompt at the prefill), the root, each accepted node
@@ -262,12 +255,9 @@ class STAND(Strategy):
             full = seq + acc
             ctxs += [full[max(0, len(seq) + j + 1 - self.max_ngram): len(seq) + j + 1] for j in range(len(path))]
             self._observe(ctxs, torch.cat([logits[first:t], logits[[t + i for i in path]]]))
-            trace.extra["lookups"] = trace.extra.get("lookups", 0) + len(hit)
-            trace.extra["lookup_hits"] = trace.extra.get("lookup_hits", 0) + sum(hit.values())
-            new = acc + [nxt]
-            seq += new
-            trace.emit(new)
-        return self.end(trace, snap, target, max_new_tokens)
+            state.count("lookups", len(hit))
+            state.count("lookup_hits", sum(hit.values()))
+            state.emit(acc + [nxt])
 
 
 class _LazyProbs:

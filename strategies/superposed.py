@@ -10,7 +10,7 @@ k drafts from ONE forward per step; the KV cache holds a single superposed seque
   3. every draft i extends with each of the top `top_tokens` (9) tokens y of p_LM, scored
        score_i + (1 - alpha) log p_LM(y) + alpha log p_ngram(y | draft i's last <= 5 tokens)
      (alpha = 0.54; p_ngram interpolates orders 2..6 with weights 0.01, 0.04, 0.15, 0.18, 0.12
-     and a smoothed unigram, normalised as in strategies/ngram_lm.py), k * top_tokens candidates;
+     and a smoothed unigram, normalised as in strategies/core/ngram.py), k * top_tokens candidates;
      keep the k best (cumulative score). top_tokens = k gives the abstract's "k^2".
   4. a draft that emits EOS is finished: it keeps its score, competes as itself (no extension)
      and leaves the superposition; stop when every kept draft is finished or at the budget.
@@ -18,8 +18,8 @@ The trace's tokens are the best draft; trace.candidates holds all k, best first 
 stores their text in the row). Cost: prefill + one 1-position forward per step (forwards per
 token = 1, whatever k), plus k * top_tokens n-gram look-ups per step (numpy binary searches).
 
-The n-gram model comes from `ngram_path` (built by `python -m strategies.ngram_lm build`) or is
-counted from `corpus` on first use with the target's tokenizer and cached (not per example).
+The n-gram model comes from `ngram_path` (built by `python -m tools.build_ngram_lm build`) or is
+counted from `corpus` on first use in the target's vocabulary and cached (not per example).
 The paper builds its n-grams from a large web corpus; none ships here, so the default YAML uses
 the GSM8K test QUESTIONS (no solutions): name your own corpus for other domains.
 Temperature 0 (the paper): deterministic top-k selection over raw log-softmax. T > 0 (our
@@ -37,9 +37,8 @@ import numpy as np
 import torch
 
 from harness.errors import ConfigError
-from strategies import probs as P
-from strategies.base import Strategy
-from strategies.ngram_lm import NGramLM, cached_build, tokenizer_fingerprint
+from strategies.core.base import Strategy
+from strategies.core.ngram import NGramLM, cached_build
 
 PAPER_WEIGHTS = (0.01, 0.04, 0.15, 0.18, 0.12)  # orders 2, 3, 4, 5, 6
 
@@ -67,7 +66,7 @@ class Superposed(Strategy):
         self.k, self.top_tokens, self.alpha, self.ngram_weights = k, top_tokens, float(alpha), weights
         self.unigram_weight = float(unigram_weight)
         self.ngram_path, self.corpus, self.corpus_fields = ngram_path or "", corpus or "", tuple(corpus_fields)
-        self._lm: tuple[str, NGramLM] | None = None  # (tokenizer fingerprint, model): derived data, not state
+        self._lm: tuple[str, NGramLM] | None = None  # (vocabulary fingerprint, model): derived data, not state
 
     def params(self) -> dict:
         return {**super().params(), "ngram_weights": list(self.ngram_weights), "corpus_fields": list(self.corpus_fields)}
@@ -76,19 +75,19 @@ class Superposed(Strategy):
         self.ngram(target)
 
     def ngram(self, target) -> NGramLM | None:
-        """The n-gram model for the target's tokenizer (loaded or counted once)."""
+        """The n-gram model for the target's vocabulary (loaded or counted once)."""
         if self.alpha == 0:
             return None
-        fp = tokenizer_fingerprint(target.tokenizer)
+        fp = target.vocabulary_fingerprint()
         if self._lm is None or self._lm[0] != fp:
             if self.ngram_path:
                 lm = NGramLM.load(self.ngram_path)
-                if lm.meta.get("tokenizer") != fp:
-                    raise ConfigError(f"superposed: {self.ngram_path} was built with tokenizer "
-                                      f"{lm.meta.get('tokenizer')}, the model's is {fp}")
+                if lm.meta.get("vocabulary") != fp:
+                    raise ConfigError(f"superposed: {self.ngram_path} was built for vocabulary "
+                                      f"{lm.meta.get('vocabulary')}, the model's is {fp}")
             else:
-                lm = cached_build(self.corpus, target.tokenizer, self.corpus_fields,
-                                  1 + len(self.ngram_weights), target.vocab_size)
+                lm = cached_build(self.corpus, target.encode, fp, max(target.vocab_entries, target.vocab_size),
+                                  self.corpus_fields, 1 + len(self.ngram_weights))
             if lm.max_order < 1 + len(self.ngram_weights):
                 raise ConfigError(f"superposed: {len(self.ngram_weights)} order weights need orders up to "
                                   f"{1 + len(self.ngram_weights)}, the n-gram model has {lm.max_order}")
@@ -109,8 +108,8 @@ class Superposed(Strategy):
             keys = keys + g
         return torch.topk(keys, n).indices.tolist()
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
-        trace, snap = self.begin(target)
+    def decode(self, state):
+        target, prompt_ids, rng, trace = state.target, state.prompt.ids, state.rng, state.trace
         lm, a = self.ngram(target), self.alpha
         ctx_len = len(self.ngram_weights)  # a draft's n-gram context: its last <= 5 tokens (prompt included)
         eos = target.eos_ids
@@ -122,7 +121,7 @@ class Superposed(Strategy):
         scores = [float(logp[t]) for t in first]
         done = [t in eos for t in first]
         steps = 0
-        while steps + 1 < max_new_tokens and not all(done):  # live drafts hold steps + 1 tokens
+        while steps + 1 < state.budget and not all(done):  # live drafts hold steps + 1 tokens
             # 2. one forward on the superposition of the active drafts' last-token embeddings
             live = [i for i in range(len(drafts)) if not done[i]]
             gamma = torch.softmax(torch.tensor([scores[i] for i in live], dtype=torch.float64), 0)  # [k_live]
@@ -156,7 +155,6 @@ class Superposed(Strategy):
             drafts, scores, done = [d for d, _, _ in new], [s for _, s, _ in new], [f for _, _, f in new]
         # 4. best draft = the trace; all drafts, best first, as candidates
         order = sorted(range(len(drafts)), key=lambda i: -scores[i])
-        trace.emit(drafts[order[0]])
+        state.emit(drafts[order[0]])
         trace.candidates = [drafts[i] for i in order]
-        trace.extra.update(superposed_steps=steps, drafts=len(drafts))
-        return self.end(trace, snap, target, max_new_tokens)
+        state.extra.update(superposed_steps=steps, drafts=len(drafts))

@@ -50,8 +50,9 @@ import re
 import torch
 
 from harness.errors import ConfigError
-from strategies import probs as P
-from strategies.base import Strategy
+from strategies.core import probs as P
+from strategies.core.base import Strategy
+from strategies.core.trees import ancestors, tree_forward
 
 WIDTH = 8  # candidates kept per token (the paper's k)
 PAPER_LEVELS = (8, 21, 25, 15, 8, 3)  # the paper's 80-node template: nodes per level
@@ -116,16 +117,8 @@ class Template:
         self.n = n
         self.parents = torch.tensor(parents, dtype=torch.long)
         self.ranks = torch.tensor(ranks, dtype=torch.long)
-        depth = []
-        for par in parents:
-            depth.append(0 if par < 0 else depth[par] + 1)
+        self.anc, depth = ancestors(parents)  # anc[i, j]: j is i or an ancestor of i
         self.depths = torch.tensor(depth, dtype=torch.long)
-        anc = torch.zeros(n, n, dtype=torch.bool)
-        for i, par in enumerate(parents):
-            if par >= 0:
-                anc[i] = anc[par]
-            anc[i, i] = True
-        self.anc = anc  # anc[i, j]: j is i or an ancestor of i
         self.levels = [(d, (self.depths == d).nonzero().squeeze(1)) for d in range(int(self.depths.max()) + 1)] \
             if n else []
         self.level_sizes = [len(ix) for _, ix in self.levels]
@@ -165,25 +158,6 @@ def parse_template(template: str, max_depth: int, rank_accept) -> Template:
 
 
 # ---------------------------------------------------------------------------- shared helpers
-def tree_forward(target, tail: list[int], tokens: list[int], anc: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
-    """ONE target forward over the uncached tail (a chain) + a token tree; logits [t + m, V].
-
-    Row i < t: after tail[i]; row t - 1 is the tree's root context; row t + j: after node j.
-    anc: [m, m] bool, node i sees node j (its ancestors and itself); depths: [m] (0 = the
-    root's children). Unlike Strategy.tree_logits it returns the tail's rows too (prefill
-    logits are recycled) and takes a precomputed mask.
-    """
-    t, m = len(tail), len(tokens)
-    if m == 0:
-        return target.forward(tail)
-    allowed = torch.zeros(t + m, t + m, dtype=torch.bool)
-    allowed[:t, :t] = torch.tril(torch.ones(t, t, dtype=torch.bool))
-    allowed[t:, :t] = True
-    allowed[t:, t:] = anc
-    pos = torch.cat([torch.arange(t), t + depths])
-    return target.forward(tail + tokens, tree=allowed, depths=pos)
-
-
 def remove_token(p: torch.Tensor, x: int) -> torch.Tensor:
     """norm(p without x): the residual after rejecting a point-mass draft x (p(x) < 1 here)."""
     p = p.clone()
@@ -279,19 +253,18 @@ class TokenRecycling(Strategy):
             top = torch.cat([top, torch.full((len(top), WIDTH - k), -1, dtype=torch.int32)], dim=1)
         adj[uniq] = top
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng: torch.Generator, draft=None):
-        trace, snap = self.begin(target)
-        s = self.sampling
+    def decode(self, state):
+        target, s, rng, seq = state.target, self.sampling, state.rng, state.seq
         adj = self.matrix(target.vocab_size)
-        seq = list(prompt_ids)
-        while not trace.done(target.eos_ids, max_new_tokens):
-            remaining = max_new_tokens - len(trace.tokens)
+        while not state.done:
+            remaining = state.remaining
+            seq = state.seq
             tail = seq[target.length:]
             t = len(tail)
             tok_t, par_t, depth_t, anc = self.tpl.fill(adj, seq[-1], remaining - 1)
             tokens, parents = tok_t.tolist(), par_t.tolist()
             m = len(tokens)
-            logits = tree_forward(target, tail, tokens, anc, depth_t)  # [t + m, V]
+            logits = tree_forward(target, tail, tokens, anc=anc, depths=depth_t, plain_if_empty=True)  # [t + m, V]
             rows = logits[t - 1:]  # root + nodes
             if s.greedy:
                 path, nxt = P.verify_tree(rows, tokens, parents, None, rng, True)
@@ -305,7 +278,7 @@ class TokenRecycling(Strategy):
 
                 path, nxt = verify_point_mass_tree(row_probs, tokens, parents, rng)
             if m:
-                trace.record_tree_verification(parents[:m], len(path))
+                state.verified_tree(parents[:m], len(path))
                 target.keep(path, m)
             # recycle: prompt rows (first step), the other nodes, the root, the accepted path last
             # (on a repeated token the later write wins: the committed trajectory's rows)
@@ -313,12 +286,9 @@ class TokenRecycling(Strategy):
             pth = torch.tensor(path, dtype=torch.long)
             on_path[pth] = True
             off = (~on_path).nonzero().squeeze(1)
-            first = 0 if (self.prefill_update and not trace.tokens) else t - 1
+            first = 0 if (self.prefill_update and not state.tokens) else t - 1
             row_idx = torch.cat([torch.arange(first, t - 1), t + off, torch.tensor([t - 1]), t + pth])
             row_tok = torch.cat([torch.tensor(tail[first:t - 1], dtype=torch.long), tok_t[off],
                                  torch.tensor([tail[-1]]), tok_t[pth]])
             self.update(adj, row_tok, logits[row_idx])
-            new = [tokens[i] for i in path] + [nxt]
-            seq += new
-            trace.emit(new)
-        return self.end(trace, snap, target, max_new_tokens)
+            state.emit([tokens[i] for i in path] + [nxt])

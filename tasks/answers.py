@@ -14,6 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
+from harness.errors import UndecidableComparison  # noqa: F401 (raised here, re-exported)
+
 _NUM = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 
 
@@ -281,11 +283,6 @@ def _verify_pair(gold: str, pred: str) -> bool:  # runs in the worker process
     if not g or not p:
         return False
     return bool(verify(g, p, timeout_seconds=None))  # order matters: gold first
-
-
-class UndecidableComparison(RuntimeError):
-    """math-verify could not decide (timeout or crash): neither 'equal' nor 'different'. A score
-    raises it (the runner writes an error row, retried by run.retry_errors); voting counts it."""
 
 
 def compare_math(gold: str, pred: str | None, timeout_s: float = 5.0) -> tuple[bool, str]:

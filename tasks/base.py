@@ -24,6 +24,9 @@ class Task:
     # secondary metrics in summaries / leaderboard CSV: a score key to average, or
     # "name=numerator/denominator" for a ratio of summed score keys (see harness.metrics)
     secondary_metrics: tuple[str, ...] = ()
+    # which way each metric is better, declared by the task: {metric: "higher" | "lower"};
+    # a metric not listed is higher-is-better. Recorded in meta.json; plots and labels follow it.
+    directions: dict[str, str] = {}
 
     def __init__(self, limit: int | None = None, path: str | None = None):
         self.limit = limit
@@ -37,6 +40,18 @@ class Task:
 
     def score(self, example: dict, output: str) -> dict:
         raise NotImplementedError
+
+    def prompt_structure(self, example: dict) -> dict:
+        """Task-provided structure the strategies may read besides the prompt (keys of
+        harness.decoding.Prompt, e.g. {"nbest": [...]}); never the gold answer."""
+        return {}
+
+    def direction(self, metric: str | None = None) -> str:
+        """'higher' or 'lower': which way `metric` (default: the quality metric) is better."""
+        d = self.directions.get(metric or self.quality_metric, "higher")
+        if d not in ("higher", "lower"):
+            raise ConfigError(f"task {self.name}: direction of {metric} must be 'higher' or 'lower', got {d!r}")
+        return d
 
     # ------------------------------------------------------------------ answers (for voting / search)
     # Strategies that vote or search over answers get these two functions (never the gold).

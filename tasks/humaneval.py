@@ -5,7 +5,7 @@ Data: `<HARNESS_DATA_DIR>/humaneval/HumanEval.jsonl.gz` (see ../shared/data/huma
 an explicit `path` (.jsonl or .jsonl.gz), or hub `openai/openai_humaneval` split `test`.
 
 Scoring runs model-written code, so it is OPT-IN (`execute=true`): by default score() returns
-quality None and says why. With execution on, the program is run by tasks/sandbox.py (child
+quality None and says why. With execution on, the program is run by harness/sandbox.py (child
 process, no network, read-only filesystem, time/memory/file/process limits; see its docstring):
 
     code    = first ```python block of the output (else first ``` block, else the raw output);
@@ -173,7 +173,7 @@ class HumanEval(Task):
         shown = extracted[:MAX_EXTRACTED]
         if not self.execute:
             return {"quality": None, "extracted": shown, "executed": False, "reason": DISABLED}
-        from tasks.sandbox import run_sandboxed
+        from harness.sandbox import run_sandboxed
 
         sentinel = f"__humaneval_done_{secrets.token_hex(8)}__"
         guard = f"__harness_guard_{secrets.token_hex(8)}"  # a fresh name per run: not guessable in advance

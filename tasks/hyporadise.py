@@ -60,6 +60,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import ConfigError
+from harness.nbest import BEST, OTHER, RESPONSE, format_nbest, parse_nbest  # noqa: F401 (re-exported)
 from tasks.base import Task
 
 HUB_ID = "PeacefulData/HyPoradise-v0"
@@ -77,38 +78,6 @@ NORMALIZE = ("paper", "none")
 INSTRUCTION = ("Below is the best-hypotheses transcribed from speech recognition system. Please try to revise it "
                "using the words which are only included into other-hypothesis, and write the response for the "
                "true transcription. Reply with the true transcription only, on a single line.\n\n")
-BEST = "### Best-hypothesis:\n"
-OTHER = "\n\n### Other-hypothesis:\n"
-RESPONSE = "\n\n### Response:"
-
-
-# ---------------------------------------------------------------------------------- prompt format
-def format_nbest(nbest: list[str]) -> str:
-    """The N-best block: best hypothesis, then the others one per line (an empty one = empty line)."""
-    block = BEST + nbest[0]
-    if len(nbest) > 1:
-        block += OTHER + "\n".join(nbest[1:])
-    return block + RESPONSE + "\n"
-
-
-def parse_nbest(text: str) -> list[str]:
-    """The N-best list of the LAST block in `text` (a prompt, possibly decoded from token ids).
-
-    Pure inverse of `format_nbest` (hypotheses hold no newline): used by the non-generative
-    strategies, which only see the prompt. Raises ValueError when there is no block.
-    """
-    k = text.rfind(BEST)
-    if k < 0:
-        raise ValueError("the prompt holds no N-best block ('### Best-hypothesis:'); use a HyPoradise task")
-    body = text[k + len(BEST):]
-    end = body.find(RESPONSE)
-    if end < 0:
-        raise ValueError("the N-best block has no '### Response:' line")
-    body = body[:end]
-    o = body.find(OTHER)
-    if o < 0:
-        return [body.strip()]
-    return [body[:o].strip()] + [h.strip() for h in body[o + len(OTHER):].split("\n")]
 
 
 # ---------------------------------------------------------------------------------- normalisation, WER
@@ -199,6 +168,7 @@ class HyPoradise(Task):
     version = "1"
     data_dir = "hyporadise"
     quality_metric = "wer"  # per-row quality = utterance WER: LOWER is better
+    directions = {"wer": "lower", "edits": "lower", "corpus_wer": "lower"}
     secondary_metrics = ("corpus_wer=edits/ref_words",)
 
     def __init__(self, limit=None, path=None, sets=DEFAULT_SETS, shots: int = 0, shot_set: str | None = None,
@@ -310,6 +280,10 @@ class HyPoradise(Task):
             first = False
         msgs.append({"role": "user", "content": (INSTRUCTION if first else "") + format_nbest(example["nbest"])})
         return msgs
+
+    def prompt_structure(self, example) -> dict:
+        """The N-best list the strategies are given (as the prompt block shows it)."""
+        return {"nbest": parse_nbest(format_nbest(example["nbest"]))}
 
     def score(self, example, output):
         ref = words(example["reference"], self.normalize)

@@ -71,7 +71,7 @@ class MATH500(Task):
 
     def same_answer(self, a, b) -> bool:
         """math-verify equivalence (in the worker, with the timeout); a timeout or crash raises
-        UndecidableComparison, which voting counts (strategies/search.py)."""
+        UndecidableComparison, which voting counts (strategies/core/search.py)."""
         if a is None or b is None:
             return a is b
         return a == b or decided_math_equal(a, b, self.verify_timeout_s)[0]

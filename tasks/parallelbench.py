@@ -6,7 +6,7 @@ Data: `<HARNESS_DATA_DIR>/parallelbench/output/test/<subtask>.jsonl` plus that f
 `task_config.yaml` (see ../shared/data/parallelbench/SOURCE.md), or an explicit `path` (the
 parallelbench folder, its output/test folder, or one .jsonl with task_config.yaml beside it).
 There is NO hub source for these (paper-era) files: without HARNESS_DATA_DIR or `path` the task
-raises a ConfigError. The synthetic files can be regenerated with tasks/parallelbench_gen.py.
+raises a ConfigError. The synthetic files can be regenerated with tools/parallelbench_gen.py.
 
 Prompt: `task_config[subtask]["prompt"].format(**row["input"])` with every literal "\\n" (backslash,
 n) replaced by a newline. Chat = for each ICL example [user: its prompt, assistant: its answer (a

@@ -75,7 +75,7 @@ def constant_head(path: Path, bias: float = 1.0) -> Path:
     import torch
 
     try:  # the module's name before and after the layout change
-        from strategies.specdec_pp_head import AcceptanceHead, save_head
+        from strategies.specdec_pp import AcceptanceHead, save_head
     except ImportError:
         from strategies.specdec_pp import AcceptanceHead, save_head
 

@@ -13,14 +13,14 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from strategies import probs as P
-from strategies.base import SamplingParams
+from strategies.core import probs as P
+from strategies.core.base import SamplingParams
 from strategies.pld import PromptLookup
 from strategies.sampling import Sampling
 from strategies.dyspec import DySpec
 from strategies.rsd import RSD
 from strategies.smartspec import SmartSpec
-from strategies.specdec_pp import SpecDecPP
+from strategies.specdec_pp_confidence import SpecDecPP
 from strategies.spectr import SpecTr
 from strategies.speculative import Speculative
 

@@ -14,8 +14,8 @@ import torch
 from scipy.stats import chisquare
 
 import strategies.dyspec as D
-from strategies import probs as P
-from strategies.base import SamplingParams
+from strategies.core import probs as P
+from strategies.core.base import SamplingParams
 from strategies.dyspec import DySpec, expected_next_q, grow_tree
 from strategies.greedy import Greedy
 from tests.conftest import tiny_spec

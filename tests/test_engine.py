@@ -2,7 +2,7 @@
 
 import torch
 
-from harness.engine import tree_mask_4d
+from harness.engines import tree_mask_4d
 
 PROMPT = [5, 17, 99, 3, 42, 7, 250, 11]
 

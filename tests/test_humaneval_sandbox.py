@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from tasks import sandbox
+from harness import sandbox
 from tasks.humaneval import DISABLED, HumanEval, build_solution, extract_code, pass_at_k
-from tasks.sandbox import processes_of, run_sandboxed
+from harness.sandbox import processes_of, run_sandboxed
 
 DATA = Path(os.environ["HARNESS_DATA_DIR"])
 HE_FILE = DATA / "humaneval" / "HumanEval.jsonl.gz"
@@ -381,7 +381,7 @@ def test_full_tier_from_a_checkout_inside_a_0700_directory(tmp_path):
     shutil.copy(ROOT / "tasks" / "sandbox.py", private / "checkout" / "tasks" / "sandbox.py")
     (private / "checkout" / "tasks" / "__init__.py").write_text("")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(private / "venv")], check=True)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from tasks.sandbox import detect_isolation, run_sandboxed;"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from harness.sandbox import detect_isolation, run_sandboxed;"
             "t = detect_isolation(); r = run_sandboxed('import os; print(os.getuid())', 10);"
             "print(t.name, r.uid, r.passed, r.stdout_tail.strip())")
     out = subprocess.run([str(private / "venv" / "bin" / "python"), "-c", code, str(private / "checkout")],

@@ -91,16 +91,16 @@ def test_error_rate_metrics_say_lower_is_better(tmp_path, monkeypatch):
     res = tmp_path / "results"
     make_run(res, "g", "greedy", "m", [row("e1", 0.25, 10, 1.0), row("e2", 0.0, 10, 1.0)])
     meta = json.loads((res / "g" / "meta.json").read_text())
-    (res / "g" / "meta.json").write_text(json.dumps({**meta, "quality_metric": "wer"}))
+    (res / "g" / "meta.json").write_text(json.dumps({**meta, "quality_metric": "wer", "quality_direction": "lower"}))
     inverted = []
     orig = leaderboard.write_plot
 
-    def spy(df, path, task, qm):
+    def spy(df, path, task, qm, direction):
         import matplotlib.axes
 
         real = matplotlib.axes.Axes.invert_yaxis
         monkeypatch.setattr(matplotlib.axes.Axes, "invert_yaxis", lambda ax: (inverted.append(qm), real(ax)))
-        orig(df, path, task, qm)
+        orig(df, path, task, qm, direction)
 
     monkeypatch.setattr(leaderboard, "write_plot", spy)
     assert leaderboard.main(["--results", str(res), "--out", str(res / "lb")]) == 0
@@ -109,8 +109,11 @@ def test_error_rate_metrics_say_lower_is_better(tmp_path, monkeypatch):
     assert inverted == ["wer"]
     from harness import metrics
 
-    assert metrics.lower_is_better("WER") and not metrics.lower_is_better("accuracy")
+    assert metrics.lower_is_better("lower") and not metrics.lower_is_better("higher")
     assert metrics.quality_label("accuracy") == "accuracy (higher is better)"
+    from tasks.hyporadise import HyPoradise
+
+    assert HyPoradise().direction() == "lower" and HyPoradise().direction("edits") == "lower"
 
 
 def test_no_runs(tmp_path, capsys):

@@ -50,7 +50,7 @@ def lossless_cases():
 # Methods whose drafts cannot be made good on a random model, so no deep path is asserted:
 # DEL drafts from the target's own early-exit layers, LUD from placeholder positions that only a
 # LUD-fine-tuned model predicts (both are still checked token for token).
-NO_DEEP_DRAFTS = {"del": "early-exit drafts of a random model", "lud": "needs a LUD-fine-tuned model"}
+NO_DEEP_DRAFTS = {"del_exit": "early-exit drafts of a random model", "lud": "needs a LUD-fine-tuned model"}
 MODEL_FREE_DEEP = ("pld", "token_recycling", "stand")  # draft from the repeating prompts
 
 

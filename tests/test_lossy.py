@@ -12,7 +12,7 @@ from harness.errors import ConfigError
 from harness.metrics import aggregate
 from strategies.ead import EntropyAdaptive
 from strategies.greedy import Greedy
-from strategies.ngram_lm import NGramLM, build_from_corpus, main as ngram_main, read_documents
+from strategies.core.ngram import NGramLM, build_from_corpus, main as ngram_main, read_documents
 from strategies.superposed import Superposed
 from tests.conftest import ROOT, tiny_spec
 from tests.test_lossless import PROMPTS, load_strategy

@@ -12,9 +12,9 @@ import torch
 from scipy.stats import chisquare
 
 from harness.errors import ConfigError
-from strategies import probs as P
+from strategies.core import probs as P
 from strategies import token_recycling as TRmod
-from strategies.base import SamplingParams
+from strategies.core.base import SamplingParams
 from strategies.greedy import Greedy
 from strategies.stand import STAND, NgramTable, ShapeStats
 from strategies.token_recycling import (PAPER_LEVELS, Template, TokenRecycling, build_template, parse_template,

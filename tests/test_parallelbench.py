@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from tasks import parallelbench_gen as gen
+from tools import parallelbench_gen as gen
 from tasks.parallelbench import (ParallelBench, latin_square, list_random_insert, list_random_remove,
                                  list_random_replace, list_shuffle, parse_list, reference_paraphrases,
                                  rouge_builtin, sentence_bleu)

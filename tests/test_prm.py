@@ -1,4 +1,4 @@
-"""PRM adapters (harness/prm.py) on tiny random models of the real architectures and heads.
+"""PRM adapters (scorers/prm.py) on tiny random models of the real architectures and heads.
 
 Each model is built in-process with a small real tokenizer (BPE trained on a few sentences, with
 the special tokens the format needs), saved in the released checkpoint layout, and loaded back
@@ -20,9 +20,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from torch import nn
 from transformers import AutoTokenizer
 
-from harness import prm
+from scorers import prm
 from harness.errors import ConfigError
-from harness.scorers import LMJudge
+from scorers.lm_judge import LMJudge
 from tests.conftest import DEVICE, ROOT
 
 CORPUS = [
@@ -400,10 +400,10 @@ def test_scorer_group_overrides_a_strategy_default():
         pytest.skip("no strategy YAML uses the scorer group yet")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         cfg = compose(config_name="config", overrides=[f"strategy={strategy}", "model=tiny_random"])
-        assert cfg.strategy.scorer._target_ == "harness.scorers.LMJudge"
+        assert cfg.strategy.scorer._target_ == "scorers.lm_judge.LMJudge"
         cfg = compose(config_name="config", overrides=[f"strategy={strategy}", "model=tiny_random",
                                                        "scorer@strategy.scorer=skywork_prm"])
-        assert cfg.strategy.scorer._target_ == "harness.prm.SkyworkPRM"
+        assert cfg.strategy.scorer._target_ == "scorers.prm.SkyworkPRM"
         assert "model" not in cfg.strategy.scorer  # lm_judge's keys do not leak into the PRM node
 
 

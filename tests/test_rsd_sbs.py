@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from harness.errors import ConfigError
-from strategies import probs as P
-from strategies.base import SamplingParams
+from strategies.core import probs as P
+from strategies.core.base import SamplingParams
 from strategies.greedy import Greedy
-from strategies.rsd import RSD, sbs_children, stochastic_beam_tree
+from strategies.rsd import RSD
+from strategies.rsd_sbs import RSDSBS, sbs_children, stochastic_beam_tree
 from tests.test_distribution import _check_distribution
 from tests.test_tree_verify import _rand_dist, assert_first_two_tokens_follow_p
 
@@ -99,29 +100,27 @@ def test_rrs_on_stochastic_beam_tree_is_exact(width, depth, broken, n):
 
 
 def test_rsd_sbs_preserves_distribution(small_models):
-    _check_distribution(lambda sp: RSD(draft=None, drafting="stochastic_beam", beam_width=2, beam_depth=2,
+    _check_distribution(lambda sp: RSDSBS(draft=None, beam_width=2, beam_depth=2,
                                        sampling=sp), small_models)
 
 
 def test_tree_size_and_greedy_equality(tiny_target, tiny_selfdraft):
     ref = Greedy().generate(tiny_target, [5, 6, 7, 8], 40, torch.Generator()).tokens
     for temp in (0.0, 1.0):
-        s = RSD(draft=None, drafting="stochastic_beam", beam_width=3, beam_depth=4,
+        s = RSDSBS(draft=None, beam_width=3, beam_depth=4,
                 sampling=SamplingParams(temperature=temp))
         tr = s.generate(tiny_target, [5, 6, 7, 8], 40, torch.Generator().manual_seed(0), draft=tiny_selfdraft)
         assert tr.tree_nodes <= 12 * tr.verifications
         assert tr.draft_forwards <= 4 * tr.verifications  # one draft forward per level
         if temp == 0.0:
             assert tr.tokens == ref and 12 * (tr.verifications - 1) < tr.tree_nodes <= 12 * tr.verifications
-    capped = RSD(draft=None, drafting="stochastic_beam", beam_width=3, beam_depth=4, max_nodes=5)
+    capped = RSDSBS(draft=None, beam_width=3, beam_depth=4, max_nodes=5)
     tr = capped.generate(tiny_target, [5, 6, 7, 8], 40, torch.Generator(), draft=tiny_selfdraft)
     assert tr.tokens == ref and tr.tree_nodes <= 5 * tr.verifications
 
 
 def test_bad_config():
-    with pytest.raises(ConfigError, match="drafting"):
-        RSD(draft=None, drafting="beam")
     with pytest.raises(ConfigError, match="beam_width"):
-        RSD(draft=None, drafting="stochastic_beam", beam_width=0)
-    assert RSD(draft=None, drafting="stochastic_beam").params()["beam_width"] == 3
+        RSDSBS(draft=None, beam_width=0)
+    assert RSDSBS(draft=None).params()["beam_width"] == 3
     assert "beam_width" not in RSD(draft=None).params()

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from harness.scorers import LMJudge, Scorer, aggregate
+from scorers.lm_judge import LMJudge, Scorer, aggregate
 from strategies.a_star import AStar
-from strategies.base import SamplingParams
+from strategies.core.base import SamplingParams
 from strategies.best_of_n import BestOfN
-from strategies.search import Candidate, StepSampler, split_steps, vote
+from strategies.core.search import Candidate, StepSampler, split_steps, vote
 from strategies.self_consistency import SelfConsistency
 from strategies.weighted_vote import WeightedVote
 from tests.conftest import tiny_spec

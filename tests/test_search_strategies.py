@@ -2,7 +2,7 @@
 hand-checked cases, with a deterministic fake scorer and fake answer functions.
 
 Two kinds of policies:
-- `Scripted`: a StepSampler stand-in (monkeypatched into strategies.search) whose next step is a
+- `Scripted`: a StepSampler stand-in (monkeypatched into strategies.core.search) whose next step is a
   fixed function of the parent's text, the sibling index and the call number, so the search
   tree, its scores and the right answer are known by hand;
 - the tiny random model (tests/conftest.py, byte tokenizer) through the real StepSampler, with a
@@ -17,11 +17,11 @@ import zlib
 import pytest
 import torch
 
-import strategies.search as search
+import strategies.core.search as search
 from harness.errors import ConfigError
-from harness.scorers import Scorer
+from scorers.base import Scorer
 from strategies.a_star import AStar
-from strategies.base import SamplingParams
+from strategies.core.base import SamplingParams
 from strategies.best_of_n import BestOfN
 from strategies.dvts import DVTS
 from strategies.ffs import FirstFinishSearch
@@ -29,7 +29,7 @@ from strategies.icn import TEMPLATE, InContextNavigation, navigation_messages
 from strategies.infalign_bon import InfAlignBoN, calibrated, win_count
 from strategies.particle_filtering import ParticleFiltering, particle_weights
 from strategies.prm_beam_search import PRMBeamSearch
-from strategies.search import Candidate, StepSampler, vote
+from strategies.core.search import Candidate, StepSampler, vote
 from strategies.self_consistency import SelfConsistency
 from tests.conftest import tiny_spec
 

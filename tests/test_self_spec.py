@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.errors import ConfigError
-from strategies.base import SamplingParams
+from strategies.core.base import SamplingParams
 from strategies.del_exit import DEL, choose_exit, expected_tokens
 from strategies.greedy import Greedy
 from strategies.lud import LUD, confident_span

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from hydra.utils import instantiate
 
-from strategies.base import SamplingParams
+from strategies.core.base import SamplingParams
 from strategies.greedy import Greedy
 from strategies.pld import PromptLookup
 from strategies.speculative import Speculative

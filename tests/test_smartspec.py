@@ -47,7 +47,7 @@ def test_step_model_is_an_explicit_input(tmp_path):
 
 
 def test_profile_tool_writes_a_file_that_smartspec_reads(tmp_path, tiny_target, tiny_selfdraft):
-    from strategies.smartspec import main
+    from tools.profile_smartspec import main
 
     out = tmp_path / "profile.json"
     assert main(["--out", str(out), "--repeats", "1", "model=tiny_random", "model@strategy.draft=tiny_random",
@@ -65,7 +65,7 @@ def test_profile_tool_writes_a_file_that_smartspec_reads(tmp_path, tiny_target, 
 
 
 def test_specdec_pp_confidence_adapts_the_draft_length(tiny_target, tiny_selfdraft):
-    from strategies.specdec_pp import SpecDecPP
+    from strategies.specdec_pp_confidence import SpecDecPP
 
     ref = Greedy().generate(tiny_target, [9, 8, 7], 40, torch.Generator()).tokens
     cautious = SpecDecPP(draft=None, threshold=0.01, k_min=2, k_max=20).generate(

@@ -1,4 +1,4 @@
-"""SpecDec++ with a trained acceptance-prediction head (strategies/specdec_pp_head.py).
+"""SpecDec++ with a trained acceptance-prediction head (strategies/specdec_pp.py).
 
 Training on a tiny model pair writes a head file that loads; the strategy is token-identical to
 greedy and preserves the target distribution at T>0 (chi-square, V=4) with a trained head; the
@@ -19,9 +19,9 @@ from harness.errors import ConfigError
 from harness.runner import run
 from harness.store import read_rows
 from strategies import train_acceptance_head as T
-from strategies.base import SamplingParams
+from strategies.core.base import SamplingParams
 from strategies.greedy import Greedy
-from strategies.specdec_pp_head import AcceptanceHead, SpecDecPPHead, draft_identity, load_head, save_head
+from strategies.specdec_pp import AcceptanceHead, SpecDecPPHead, draft_identity, load_head, save_head
 from tests.conftest import ROOT
 from tests.test_distribution import _check_distribution
 

@@ -4,7 +4,8 @@ is not identical, and a real bug (tree positions clamped at depth 1) fails it.""
 import torch
 
 from harness.tiecheck import tie_check
-from strategies.base import Strategy
+from strategies.core import trees as T
+from strategies.core.base import Strategy
 from strategies.dyspec import DySpec
 from strategies.greedy import Greedy
 
@@ -35,13 +36,14 @@ def test_a_near_tie_flip_passes_at_its_gap_but_is_not_identical(tiny_target):
     assert not bad["tie_consistent"] and bad["first_violation"] == j
 
 
-def _clamped_tree_logits(self, target, seq, tokens, parents):
+def _clamped_tree_logits(self, state, tokens, parents):
     """Strategy.tree_logits with a real bug: every node's position is depth min(d, 1)."""
-    tail = seq[target.length:]
+    target = state.target
+    tail = state.seq[target.length:]
     t = len(tail)
-    allowed, depth = Strategy.tree_layout(t, parents)
+    anc, depth = T.ancestors(parents)
     depths = list(range(t)) + [t + min(d, 1) for d in depth]
-    return target.forward(tail + tokens, tree=allowed, depths=torch.tensor(depths))[t - 1:]
+    return target.forward(tail + tokens, tree=T.chain_and_tree(t, anc), depths=torch.tensor(depths))[t - 1:]
 
 
 def test_the_position_clamp_bug_fails_the_tie_check(peaked_target, peaked_twin, monkeypatch):

@@ -12,8 +12,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from strategies import probs as P
-from strategies.base import SamplingParams, Strategy
+from strategies.core import probs as P
+from strategies.core.base import SamplingParams, Strategy
 from strategies.greedy import Greedy
 from tests.test_distribution import PROMPT, STEPS, chi2_pvalue, exact_joint
 

@@ -1,6 +1,6 @@
 """Train SpecDec++'s acceptance-prediction head for one draft/target pair (CPU, minutes).
 
-    python -m strategies.train_acceptance_head --draft qwen25_coder_05b --target qwen25_coder_15b \
+    python -m tools.train_acceptance_head --draft qwen25_coder_05b --target qwen25_coder_15b \
         --dtype bfloat16 --task gsm8k --examples 32 --max-new-tokens 128 \
         --out results/heads/qwen25_coder_05b-for-15b-gsm8k.pt
 
@@ -51,8 +51,8 @@ from pathlib import Path
 import torch
 
 from harness.errors import ConfigError
-from strategies.base import SamplingParams
-from strategies.specdec_pp_head import AcceptanceHead, draft_identity, proposal_features, save_head
+from strategies.core.base import SamplingParams
+from strategies.specdec_pp import AcceptanceHead, draft_identity, proposal_features, save_head
 from strategies.speculative import Speculative
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,10 +6,10 @@ with the default settings the output is byte-identical to the shipped files
 `output/test/puzzle/latin_square_n4.jsonl` (checked by tests/test_parallelbench.py).
 `--n` is the list length (names per list) or the Latin-square size, as in the paper's "n".
 
-    python -m tasks.parallelbench_gen --task copy --out copy.jsonl              # = waiting_line/copy.jsonl (n 3..6)
-    python -m tasks.parallelbench_gen --task shuffle --n 15 --out s.jsonl       # = waiting_line_n15/shuffle.jsonl
-    python -m tasks.parallelbench_gen --task copy --n 20 --out file.jsonl       # new size: 100 lists of 20 names
-    python -m tasks.parallelbench_gen --task latin_square --out ls.jsonl        # = puzzle/latin_square_n4.jsonl
+    python -m tools.parallelbench_gen --task copy --out copy.jsonl              # = waiting_line/copy.jsonl (n 3..6)
+    python -m tools.parallelbench_gen --task shuffle --n 15 --out s.jsonl       # = waiting_line_n15/shuffle.jsonl
+    python -m tools.parallelbench_gen --task copy --n 20 --out file.jsonl       # new size: 100 lists of 20 names
+    python -m tools.parallelbench_gen --task latin_square --out ls.jsonl        # = puzzle/latin_square_n4.jsonl
 
 Rules (summary): names = every "First Last" pair of resources/first_last_names.yaml (first-name
 major). rng = random.Random(seed), seed = (int(sha256(key)) + 42) % (2**16 - 1) for the original
@@ -220,7 +220,7 @@ def to_jsonl(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tasks.parallelbench_gen",
+    p = argparse.ArgumentParser(prog="python -m tools.parallelbench_gen",
                                 description="Generate ParallelBench Waiting Line / Latin square files.")
     p.add_argument("--task", required=True, choices=[*LIST_TASKS, "latin_square"])
     p.add_argument("--n", type=int, default=None, help="list length (names per list; default: lengths "

@@ -1,6 +1,7 @@
-"""The engine seam: weights + KV state, no sampling, no search.
+"""The autoregressive engine: a transformers causal LM + a DynamicCache (the `Engine` protocol
+of harness/engines/base.py). Weights + KV state, no sampling, no search.
 
-Strategies talk to the model only through `Engine`:
+Strategies talk to the model only through the protocol:
 
     logits = engine.forward(ids)                    # feed n new tokens, logits for each  [n, V]
     logits = engine.forward(ids, tree=anc, depths=d)  # a token tree: 4D mask + positions = depth
@@ -41,6 +42,7 @@ class HFEngine:
         self.device = next(model.parameters()).device
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.num_layers = int(model.config.num_hidden_layers)
+        self.hidden_size = int(model.config.hidden_size)
         types = getattr(model.config, "layer_types", None) or []
         sliding = any(t != "full_attention" for t in types)
         # Capabilities are declared, not discovered by failure: strategies list what they need.
@@ -56,6 +58,7 @@ class HFEngine:
                 eos.update(int(x) for x in src)
         self.eos_ids = frozenset(eos)
         self.hidden: dict[int, torch.Tensor] = {}
+        self._token_text: dict[int, str] = {}
         self.forwards = 0
         self.tokens_fed = 0
         self.reset()
@@ -261,8 +264,34 @@ class HFEngine:
         text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
         return list(tok.encode(text, add_special_tokens=True))  # the tokenizer knows its BOS
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+    def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special)
+
+    def encode(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of `text`; special=True adds the tokenizer's own special tokens (its BOS)."""
+        return [int(t) for t in self.tokenizer.encode(text, add_special_tokens=special)]
+
+    def token_text(self, token: int) -> str:
+        """The text of one token (cached: search decodes token by token)."""
+        s = self._token_text.get(token)
+        if s is None:
+            s = self._token_text[token] = self.tokenizer.decode([int(token)])
+        return s
+
+    def special_id(self, kind: str) -> int | None:
+        """The tokenizer's eos / pad / unk / bos id, or None when it has none."""
+        if kind not in ("eos", "pad", "unk", "bos"):
+            raise ValueError(f"unknown special token kind '{kind}'")
+        i = getattr(self.tokenizer, f"{kind}_token_id", None)
+        return i if isinstance(i, int) else None
+
+    @property
+    def vocab_entries(self) -> int:
+        """Entries of the token <-> id map (may differ from the logits' width)."""
+        return len(self.tokenizer)
+
+    def vocabulary_fingerprint(self) -> str:
+        return vocabulary_fingerprint(self.tokenizer)
 
     def vocabulary_signature(self):
         """Identity of the token<->id map, to refuse a draft whose vocabulary differs."""
@@ -271,6 +300,17 @@ class HFEngine:
             vocab = tok.get_vocab()
             return len(vocab), hash(frozenset(vocab.items()))
         return ("bytes", len(tok))
+
+
+def vocabulary_fingerprint(tok) -> str:
+    """A stable identity of a tokenizer's token <-> id map (same across processes)."""
+    import hashlib
+    import json
+
+    if hasattr(tok, "get_vocab"):
+        items = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+        return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
+    return f"{type(tok).__name__}-{len(tok)}"
 
 
 def tree_mask_4d(tree: torch.Tensor, past: int, dtype: torch.dtype, device) -> torch.Tensor:

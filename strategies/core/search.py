@@ -1,4 +1,4 @@
-"""Shared machinery for test-time scaling and search (../shared/STRATEGIES.md §C).
+"""Shared machinery for test-time scaling and search.
 
 - `StepSampler.extend`: grows many continuations of one prompt in ONE batched forward per
   token, sharing the prompt's KV (`HFEngine.fork`): N samples cost N rows of one batch, not N
@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.errors import ConfigError
-from harness.scorers import AGGREGATES, aggregate
-from harness.trace import Trace
-from strategies.base import Strategy
+from harness.errors import ConfigError, UndecidableComparison
+from scorers.base import AGGREGATES, aggregate
+from strategies.core.base import Strategy
 
 STEP_END = "\n\n"
 
@@ -58,17 +57,13 @@ class StepSampler:
 
     def __init__(self, engine, sampling, max_step_tokens: int = 256):
         self.engine, self.sampling, self.max_step_tokens = engine, sampling, max_step_tokens
-        self._text: dict[int, str] = {}
         self.generated = 0  # tokens sampled so far (all rows)
 
     def token_text(self, t: int) -> str:
-        s = self._text.get(t)
-        if s is None:
-            s = self._text[t] = self.engine.tokenizer.decode([t])
-        return s
+        return self.engine.token_text(t)
 
     def decode(self, ids: list[int]) -> str:
-        return self.engine.tokenizer.decode(ids, skip_special_tokens=False)
+        return self.engine.decode(ids, skip_special=False)
 
     def extend(self, prompt_ids: list[int], parents: list[Candidate], rng: torch.Generator,
                max_new_tokens: int, whole: bool = False, stop_first: bool = False) -> list[Candidate]:
@@ -143,7 +138,7 @@ class SearchStrategy(Strategy):
     """Base of the test-time scaling strategies: sampling many candidates, scoring, choosing."""
 
     lossless = False
-    needs_messages = True  # the runner passes the chat messages (the question for the scorer)
+    summary_fields = ("generated_tokens", "candidates", "prm_calls", "policy_forwards")
     needs_answers = False  # True: the task must define extract_answer / same_answer (voting)
     uses_scorer = False
 
@@ -176,13 +171,27 @@ class SearchStrategy(Strategy):
             self.scorer.bind(target)
 
     # ------------------------------------------------------------------ per example
-    def start(self, target, messages):
-        """Reset, and return (trace, counter snapshot, sampler, question text, scorer snapshot)."""
-        trace, snap = self.begin(target)
+    def decode(self, state) -> None:
         self.undecidable = 0  # answer comparisons the task could not decide (math-verify timeouts)
-        question = _question(messages)
-        sc = (self.scorer.calls, self.scorer.tokens) if self.scorer is not None else (0, 0)
-        return trace, snap, StepSampler(target, self.sampling, self.max_step_tokens), question, sc
+        s = Search(self, state)
+        choice = self.search(s)
+        state.emit(choice.candidate.tokens)
+        state.extra.update({"generated_tokens": s.generated, "candidates": choice.n_candidates,
+                            "policy_forwards": state.target.forwards - s.forwards0})
+        if self.scorer is not None:
+            state.extra.update({"prm_calls": s.prm_calls, "prm_tokens": self.scorer.tokens - s.scorer0[1]})
+        state.extra.update(choice.extra)
+        if self.undecidable:
+            state.extra["undecidable_comparisons"] = self.undecidable
+
+    def search(self, s: "Search") -> "Choice":
+        """Search one example: sample with s.extend, score with s.score, return self.chose(...)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def chose(candidate: Candidate, n_candidates: int, **extra) -> "Choice":
+        """The search's answer, how many candidates it sampled, and its own counters for the row."""
+        return Choice(candidate, n_candidates, extra)
 
     def score(self, question: str, cands: list[Candidate], last_only: bool = False) -> list[float]:
         """Scorer values: the aggregate over every step, or, with last_only or aggregate "last",
@@ -203,25 +212,12 @@ class SearchStrategy(Strategy):
             c.scores = s
         return [aggregate(s, self.aggregate) for s in per_step]
 
-    def finish(self, trace: Trace, snap, target, max_new_tokens, chosen: Candidate, sampler: StepSampler,
-               sc, n_candidates: int, **extra) -> Trace:
-        trace.emit(chosen.tokens)
-        trace.extra.update({"generated_tokens": sampler.generated, "candidates": n_candidates,
-                            "policy_forwards": target.forwards - snap[0][0]})
-        if self.scorer is not None:
-            trace.extra.update({"prm_calls": self.scorer.calls - sc[0], "prm_tokens": self.scorer.tokens - sc[1]})
-        trace.extra.update(extra)
-        if getattr(self, "undecidable", 0):
-            trace.extra["undecidable_comparisons"] = self.undecidable
-        return self.end(trace, snap, target, max_new_tokens)
-
     # ------------------------------------------------------------------ voting
     def answer_classes(self, cands: list[Candidate]) -> list[tuple[object, list[int]]]:
         """Group candidates by equivalent final answers: [(answer, [candidate indices])] in order
         of first appearance. Candidates without an answer form no class. A comparison the task
         cannot decide (math-verify timed out or failed) counts as 'different' and is counted in
         the row's `undecidable_comparisons`."""
-        from tasks.answers import UndecidableComparison
 
         classes: list[tuple[object, list[int]]] = []
         exact: dict = {}
@@ -261,13 +257,43 @@ def vote(classes: list[tuple[object, list[int]]], weights: list[float] | None = 
     return best
 
 
-def _question(messages) -> str:
-    if messages is None:
-        return ""
-    if isinstance(messages, str):
-        return messages
-    users = [m["content"] for m in messages if m.get("role") == "user"]
-    return users[-1] if users else ""
+@dataclass
+class Choice:
+    candidate: Candidate
+    n_candidates: int
+    extra: dict = field(default_factory=dict)
+
+
+class Search:
+    """One example's search: the decoding state, the batched sampler over the shared prompt KV,
+    the question the scorer judges against, and the counters the row reports."""
+
+    def __init__(self, strategy: SearchStrategy, state):
+        self.strategy, self.state = strategy, state
+        self.prompt, self.target, self.rng, self.budget = state.prompt, state.target, state.rng, state.budget
+        self.question = state.prompt.question
+        self.sampler = StepSampler(state.target, strategy.sampling, strategy.max_step_tokens)
+        sc = strategy.scorer
+        self.scorer0 = (sc.calls, sc.tokens) if sc is not None else (0, 0)
+        self.forwards0 = state.target_forwards_at_start
+
+    @property
+    def generated(self) -> int:
+        """Tokens sampled so far, over all candidates."""
+        return self.sampler.generated
+
+    @property
+    def prm_calls(self) -> int:
+        return self.strategy.scorer.calls - self.scorer0[0] if self.strategy.scorer is not None else 0
+
+    def extend(self, parents: list[Candidate], whole: bool = False, stop_first: bool = False,
+               prompt: list[int] | None = None) -> list[Candidate]:
+        """StepSampler.extend after this prompt (or another one), with this example's RNG and budget."""
+        return self.sampler.extend(self.prompt.ids if prompt is None else prompt, parents, self.rng, self.budget,
+                                   whole=whole, stop_first=stop_first)
+
+    def score(self, cands: list[Candidate], last_only: bool = False) -> list[float]:
+        return self.strategy.score(self.question, cands, last_only)
 
 
 class SampleN(SearchStrategy):
@@ -283,5 +309,5 @@ class SampleN(SearchStrategy):
     def params(self):
         return {**super().params(), "budget": f"N={self.n}"}
 
-    def sample(self, target, prompt_ids, max_new_tokens, rng, sampler) -> list[Candidate]:
-        return sampler.extend(prompt_ids, [Candidate()] * self.n, rng, max_new_tokens, whole=True)
+    def sample(self, s: Search) -> list[Candidate]:
+        return s.extend([Candidate()] * self.n, whole=True)

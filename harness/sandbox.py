@@ -9,7 +9,7 @@ tails are read back (huge output cannot exhaust the caller's memory), the enviro
 (PATH, HOME and TMPDIR = the working dir, PYTHONDONTWRITEBYTECODE, LANG; no proxies, no secrets)
 and the child is `python -I -B` (isolated mode, no bytecode written).
 
-Layout: the caller starts `[unshare ...] python -I tasks/sandbox.py --init <json>` in a new
+Layout: the caller starts `[unshare ...] python -I harness/sandbox.py --init <json>` in a new
 session. That *init* process is our own trusted code: it sets up the namespace (below), forks the
 program's process, which sets its rlimits (RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC,
 RLIMIT_NOFILE, RLIMIT_CORE=0), drops privileges and execs python; init then reaps everything,

@@ -1,4 +1,4 @@
-"""Adapters for real process reward models (PRMs), behind the `Scorer` interface of `harness.scorers`.
+"""Adapters for real process reward models (PRMs), behind the `Scorer` interface of `scorers.base`.
 
     scorer@strategy.scorer=qwen_math_prm      # Qwen/Qwen2.5-Math-PRM-7B (or -72B)
     scorer@strategy.scorer=math_shepherd      # peiyi9979/math-shepherd-mistral-7b-prm
@@ -56,7 +56,7 @@ import torch
 
 from harness.errors import ConfigError
 from harness.models import DTYPES
-from harness.scorers import Scorer
+from scorers.base import Scorer
 
 DEVICES = ("cpu", "cuda", "auto")
 

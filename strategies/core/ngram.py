@@ -1,13 +1,12 @@
 """A compact token n-gram model (orders 1..6) built from a text corpus, for Superposed Decoding.
 
-    python -m strategies.ngram_lm build --corpus FILE --tokenizer-model smollm2_135m --out lm.npz
-        [--fields question,answer] [--max-order 6]
+    python -m tools.build_ngram_lm build --corpus FILE --tokenizer-model smollm2_135m --out lm.npz
+        [--fields question,answer] [--max-order 6]      (the CLI: tools/build_ngram_lm.py)
 
 Corpus: a .jsonl / .jsonl.gz file (one document per row: the string fields named by --fields,
 all string fields by default, joined by newlines) or a text file (documents separated by blank
-lines). Each document is tokenised with the model's tokenizer (no special tokens); n-grams never
-cross documents. The tokenizer is named by a model config (conf/model/<name>.yaml); only its
-tokenizer is loaded.
+lines). Each document is encoded into the model's token ids (no special tokens); n-grams never
+cross documents; the file records the fingerprint of the token <-> id map it was counted with.
 
 Representation (numpy, no Python dict per n-gram): for each order n >= 2, the sorted 64-bit
 hashes of the distinct n-grams with their counts, and the sorted hashes of the distinct
@@ -17,8 +16,8 @@ sequence: h = fold(h * P + (t + 1)) mod 2^64 (P a fixed odd constant), one table
 a collision needs two distinct n-grams of the same order with equal 64-bit hashes (probability
 ~ M^2 / 2^65 for M distinct n-grams: ~1e-8 at a million). Memory: 12 bytes per distinct n-gram
 and per distinct context (uint64 key + uint32 count), 8 bytes per vocabulary entry. Measured:
-GSM8K test questions + solutions in the tiny models' byte tokenizer (0.70M tokens) 6.3 MB, built
-in ~1 s; the GSM8K questions in SmolLM2's tokenizer (82k tokens) 6.7 MB (0.4 MB of it unigrams).
+GSM8K test questions + solutions in the tiny models' byte vocabulary (0.70M tokens) 6.3 MB, built
+in ~1 s; the GSM8K questions in SmolLM2's vocabulary (82k tokens) 6.7 MB (0.4 MB of it unigrams).
 
 Probability (`prob`), for a context c and candidate tokens y, with order weights lambda_n
 (n = 2..6) and a unigram weight lambda_1:
@@ -32,12 +31,10 @@ proper distribution over the vocabulary for every context.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -201,24 +198,14 @@ def read_documents(path, fields: Sequence[str] = ()) -> list[str]:
     return [d.strip() for d in text.split("\n\n") if d.strip()]
 
 
-def tokenizer_fingerprint(tok) -> str:
-    """A stable identity of a tokenizer's token <-> id map (same across processes)."""
-    if hasattr(tok, "get_vocab"):
-        items = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-        return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
-    return f"{type(tok).__name__}-{len(tok)}"
-
-
-def vocab_size_of(tok, fallback: int = 0) -> int:
-    return max(len(tok), fallback)
-
-
-def build_from_corpus(path, tok, fields: Sequence[str] = (), max_order: int = 6,
-                      vocab_size: int = 0) -> NGramLM:
+def build_from_corpus(path, encode, vocabulary: str, vocab_size: int, fields: Sequence[str] = (),
+                      max_order: int = 6) -> NGramLM:
+    """Count the n-grams of a corpus file. encode: text -> token ids (no special tokens);
+    vocabulary: the fingerprint of that token <-> id map (recorded, checked on load)."""
     docs = read_documents(path, fields)
-    ids = [tok.encode(d, add_special_tokens=False) for d in docs]
-    meta = {"corpus": str(path), "fields": list(fields), "tokenizer": tokenizer_fingerprint(tok)}
-    return NGramLM.build(ids, vocab_size_of(tok, vocab_size), max_order, meta)
+    ids = [encode(d) for d in docs]
+    meta = {"corpus": str(path), "fields": list(fields), "vocabulary": vocabulary}
+    return NGramLM.build(ids, vocab_size, max_order, meta)
 
 
 def file_sha256(path) -> str:
@@ -229,64 +216,17 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def cached_build(path, tok, fields: Sequence[str] = (), max_order: int = 6, vocab_size: int = 0) -> NGramLM:
-    """build_from_corpus, cached under <harness cache>/ngram/ by (corpus bytes, fields, tokenizer,
-    orders): the corpus is tokenised and counted once."""
+def cached_build(path, encode, vocabulary: str, vocab_size: int, fields: Sequence[str] = (),
+                 max_order: int = 6) -> NGramLM:
+    """build_from_corpus, cached under <harness cache>/ngram/ by (corpus bytes, fields, vocabulary,
+    orders): the corpus is encoded and counted once."""
     from harness.models import cache_root
 
-    key = hashlib.sha256(json.dumps([file_sha256(path), list(fields), tokenizer_fingerprint(tok), max_order,
-                                     vocab_size_of(tok, vocab_size), FORMAT]).encode()).hexdigest()[:20]
+    key = hashlib.sha256(json.dumps([file_sha256(path), list(fields), vocabulary, max_order, vocab_size,
+                                     FORMAT]).encode()).hexdigest()[:21]
     out = cache_root() / "ngram" / f"{key}.npz"
     if out.exists():
         return NGramLM.load(out)
-    lm = build_from_corpus(path, tok, fields, max_order, vocab_size)
+    lm = build_from_corpus(path, encode, vocabulary, vocab_size, fields, max_order)
     lm.save(out)
     return lm
-
-
-# --------------------------------------------------------------------------- CLI
-def load_tokenizer(model_config: str):
-    """The tokenizer of conf/model/<name>.yaml, without loading the weights (a pack is converted
-    to its safetensors cache once if it has not been)."""
-    from omegaconf import OmegaConf
-
-    from harness.errors import ConfigError
-    from harness.models import ByteTokenizer, ModelSpec, convert_pack_to_cache
-
-    root = Path(__file__).resolve().parents[1]
-    f = root / "conf" / "model" / f"{model_config}.yaml"
-    if not f.exists():
-        names = sorted(p.stem for p in (root / "conf" / "model").glob("*.yaml"))
-        raise ConfigError(f"no model config '{model_config}' (choose one of {', '.join(names)})")
-    cfg = OmegaConf.to_container(OmegaConf.load(f), resolve=True)
-    cfg.pop("_target_", None)
-    spec = ModelSpec(**cfg)
-    if spec.tiny is not None:
-        return ByteTokenizer(int(spec.tiny["vocab_size"])), int(spec.tiny["vocab_size"])
-    from transformers import AutoTokenizer
-
-    src = spec.hub_id or convert_pack_to_cache(spec.pack, spec.name)
-    return AutoTokenizer.from_pretrained(src), 0
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m strategies.ngram_lm", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="count n-grams of a corpus into an .npz file")
-    b.add_argument("--corpus", required=True, help=".jsonl(.gz) (one document per row) or text (blank-line separated)")
-    b.add_argument("--tokenizer-model", required=True, help="model config name (conf/model/<name>.yaml)")
-    b.add_argument("--out", required=True, help="output .npz")
-    b.add_argument("--fields", default="", help="comma-separated jsonl fields (default: all string fields)")
-    b.add_argument("--max-order", type=int, default=6)
-    args = ap.parse_args(argv)
-    tok, v = load_tokenizer(args.tokenizer_model)
-    fields = [x for x in args.fields.split(",") if x]
-    lm = build_from_corpus(args.corpus, tok, fields, args.max_order, v)
-    lm.save(args.out)
-    print(f"[ngram] {lm.meta['tokens']} tokens in {lm.meta['documents']} documents, orders 1..{lm.max_order}, "
-          f"{sum(len(k) for k, _ in lm.tables.values())} distinct n-grams, {lm.nbytes() / 1e6:.1f} MB -> {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

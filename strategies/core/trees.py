@@ -1,4 +1,8 @@
-"""Growing a draft token tree with a draft model: the shared drafting side of tree methods.
+"""Token trees: the one ancestor builder, the one tree forward, and growing a draft tree.
+
+`ancestors(parents)`: the ancestor matrix and depths of a tree given as parent indices.
+`tree_forward(engine, tail, tokens, parents)`: ONE forward over an uncached chain + a tree.
+`TreeDrafter`: growing a draft token tree with a draft model (the drafting side of tree methods).
 
 The draft engine's cache holds the committed sequence, then tree nodes in the order they were
 fed. Feeding a batch of nodes uses one forward with a mask over cached AND new positions: each
@@ -9,6 +13,51 @@ node sees the committed prefix, its ancestors' slots and itself, at position = p
 from __future__ import annotations
 
 import torch
+
+
+def ancestors(parents) -> tuple[torch.Tensor, list[int]]:
+    """(anc [m, m] bool, depth per node): anc[i, j] = node j is node i or one of its ancestors.
+    parents[i] < i (-1 = the root's children)."""
+    parents = [int(x) for x in parents]
+    if any(not -1 <= par < i for i, par in enumerate(parents)):
+        raise ValueError("tree nodes must come after their parents (parents[i] < i)")
+    m = len(parents)
+    anc = torch.zeros(m, m, dtype=torch.bool)
+    depth: list[int] = []
+    for i, par in enumerate(parents):
+        if par >= 0:
+            anc[i] = anc[par]
+        anc[i, i] = True
+        depth.append(0 if par < 0 else depth[par] + 1)
+    return anc, depth
+
+
+def chain_and_tree(t: int, anc: torch.Tensor) -> torch.Tensor:
+    """The attention pattern of a chain of t tokens then a tree: [t + m, t + m] bool, causal over
+    the chain, every node sees the chain, its ancestors and itself."""
+    m = anc.shape[0]
+    allowed = torch.zeros(t + m, t + m, dtype=torch.bool)
+    allowed[:t, :t] = torch.tril(torch.ones(t, t, dtype=torch.bool))
+    allowed[t:, :t] = True
+    allowed[t:, t:] = anc
+    return allowed
+
+
+def tree_forward(engine, tail: list[int], tokens: list[int], parents=None, *, anc: torch.Tensor | None = None,
+                 depths=None, plain_if_empty: bool = False) -> torch.Tensor:
+    """ONE forward over the uncached tail (a chain) + a token tree; logits [t + m, V].
+
+    Row i < t: after tail[i]; row t - 1 is the tree's root context; row t + j: after node j, at
+    position = depth. Give `parents` (the mask is built here) or a precomputed `anc` with
+    `depths`. plain_if_empty: without tree nodes, feed the tail as an ordinary chain.
+    """
+    if anc is None:
+        anc, depths = ancestors(parents)
+    t, m = len(tail), len(tokens)
+    if m == 0 and plain_if_empty:
+        return engine.forward(tail)
+    pos = torch.cat([torch.arange(t), t + torch.as_tensor(depths, dtype=torch.long).reshape(-1)])
+    return engine.forward(list(tail) + list(tokens), tree=chain_and_tree(t, anc), depths=pos)
 
 
 class TreeDrafter:
@@ -50,7 +99,7 @@ class TreeDrafter:
 
     def children(self, logits: torch.Tensor, k: int, rng: torch.Generator) -> tuple[torch.Tensor, list[int]]:
         """Draft distribution q and k child tokens: top-k when greedy, else drawn without replacement."""
-        from strategies import probs as P
+        from strategies.core import probs as P
 
         q = self.sampling.probs(logits)
         if self.sampling.greedy:

@@ -1,0 +1,119 @@
+"""What a strategy is given for one example: a `Prompt` and a `DecodingState`.
+
+    def decode(self, state):                       # a strategy's whole contract
+        while not state.done:
+            logits = state.target.forward(state.seq[state.target.length:], last_only=True)
+            state.emit([self.sampling.next_token(logits, state.rng)])
+
+The state owns the engines (reset at the start of the example), the token budget, the EOS ids,
+the sequence (prompt + emitted tokens), the RNG and the counters; `finish()` turns it into the
+`Trace` whose `row_fields()` the runner writes. Remaining budget, finish reason and the
+attribution of forwards live here once, not in every strategy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from harness.trace import Trace
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt in every shape a strategy may need: the token ids the target reads, the chat
+    messages they were rendered from, and task-provided structure (an N-best list). Never the
+    gold answer."""
+
+    ids: list[int]
+    messages: list[dict] | str | None = None
+    nbest: list[str] | None = None  # N-best hypotheses (HyPoradise), best first
+
+    @property
+    def question(self) -> str:
+        """The last user message (what a scorer judges steps against); '' without messages."""
+        m = self.messages
+        if m is None:
+            return ""
+        if isinstance(m, str):
+            return m
+        users = [x["content"] for x in m if x.get("role") == "user"]
+        return users[-1] if users else ""
+
+
+@dataclass
+class DecodingState:
+    """One example's decoding: engines, budget, sequence, RNG and counters."""
+
+    target: object  # harness.engines.Engine
+    prompt: Prompt
+    budget: int  # max new tokens
+    rng: torch.Generator
+    draft: object | None = None
+    trace: Trace = field(default_factory=Trace)
+    seq: list[int] = field(default_factory=list)  # prompt ids + emitted tokens
+    self_draft_forwards: int = 0  # drafting forwards run on the target's own layers (early exit)
+
+    def __post_init__(self):
+        self._snap = []
+        for e in (self.target, self.draft):
+            if e is not None:
+                e.reset()
+            self._snap.append(e.counters() if e is not None else (0, 0))
+        self.seq = list(self.prompt.ids)
+        self.trace.budget = self.budget
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def target_forwards_at_start(self) -> int:
+        return self._snap[0][0]
+
+    @property
+    def eos_ids(self) -> frozenset:
+        return self.target.eos_ids
+
+    @property
+    def tokens(self) -> list[int]:
+        """Emitted tokens so far."""
+        return self.trace.tokens
+
+    @property
+    def remaining(self) -> int:
+        """Tokens the budget still allows."""
+        return self.budget - len(self.trace.tokens)
+
+    @property
+    def done(self) -> bool:
+        """The budget is full or the last emitted tokens hold an EOS."""
+        return self.trace.done(self.target.eos_ids, self.budget)
+
+    @property
+    def extra(self) -> dict:
+        """Strategy-specific counters for the row (summable numbers)."""
+        return self.trace.extra
+
+    # ------------------------------------------------------------------ writing
+    def emit(self, tokens: list[int]) -> None:
+        """Append tokens to the output (and the sequence)."""
+        self.trace.emit(tokens)
+        self.seq += [int(t) for t in tokens]
+
+    def count(self, key: str, n=1) -> None:
+        self.trace.extra[key] = self.trace.extra.get(key, 0) + n
+
+    def verified_chain(self, drafted: int, accepted: int) -> None:
+        """A chain of drafts verified, the first `accepted` kept (to be emitted next)."""
+        self.trace.record_verification(drafted, accepted)
+
+    def verified_tree(self, parents: list[int], accepted: int) -> None:
+        """A token tree verified, a path of `accepted` nodes kept (to be emitted next)."""
+        self.trace.record_tree_verification(parents, accepted)
+
+    def finish(self) -> Trace:
+        """The example's Trace: this example's forwards, cut at the first EOS or the budget."""
+        t, (t0, d0) = self.trace, self._snap
+        t.target_forwards = self.target.forwards - t0[0]
+        t.target_tokens_fed = self.target.tokens_fed - t0[1]
+        t.draft_forwards = (self.draft.forwards - d0[0] if self.draft is not None else 0) + self.self_draft_forwards
+        return t.finish_with(self.target.eos_ids, self.budget)
