@@ -14,10 +14,14 @@ attribution of forwards live here once, not in every strategy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from harness.trace import Trace
+
+if TYPE_CHECKING:
+    from harness.engines.base import Engine
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,11 @@ class Prompt:
 class DecodingState:
     """One example's decoding: engines, budget, sequence, RNG and counters."""
 
-    target: object  # harness.engines.Engine
+    target: Engine
     prompt: Prompt
     budget: int  # max new tokens
     rng: torch.Generator
-    draft: object | None = None
+    draft: Engine | None = None
     trace: Trace = field(default_factory=Trace)
     seq: list[int] = field(default_factory=list)  # prompt ids + emitted tokens
     self_draft_forwards: int = 0  # drafting forwards run on the target's own layers (early exit)

@@ -212,7 +212,7 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
                     "quality_direction": task.direction(),
                     "metric_directions": {m: task.direction(m) for m in
                                           (task.quality_metric, *task.directions)},
-                    "summary_fields": list(strategy.summary_fields),
+                    "summary_fields": list(strategy.summary_fields), "row_labels": strategy.row_labels(),
                     "max_new_tokens": rc.max_new_tokens, "seed": rc.seed,
                     "secondary_metrics": list(task.secondary_metrics), **machine}
             start = {"timestamp": time.time(), "examples_to_run": len(todo), "already_done": len(done),
@@ -254,9 +254,7 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
     row = {"run": info["run"], "config_hash": info["config_hash"], "example_id": ex["id"], "sample": s,
            "seed": seed, "task": info["task"], "task_version": info["task_version"],
            "strategy": info["strategy"], "model": info["model"], "model_name": info["model_name"],
-           "dtype": info["model_spec"]["dtype"],
-           "draft_model": info["strategy_params"].get("draft", {}).get("name"),
-           "scorer": info["strategy_params"].get("scorer"), "error": None}
+           "dtype": info["model_spec"]["dtype"], **info["row_labels"], "error": None}
     try:
         messages = task.prompt(ex)
         prompt = Prompt(target.render(messages), messages, **task.prompt_structure(ex))

@@ -1,4 +1,4 @@
-"""DEL: dynamic exit layer self-speculative decoding (../shared/STRATEGIES.md §A, "DEL").
+"""DEL: dynamic exit layer self-speculative decoding (docs/strategies.md).
 
 The draft is the TARGET itself cut after its first l decoder layers (+ the final norm + the LM
 head): no second model. Each step chooses the exit layer l and the draft length d online,

@@ -127,11 +127,5 @@ class DySpec(TreeSpeculation):
         self.draft, self.node_budget, self.max_children, self.expand_batch = draft, node_budget, max_children, expand_batch
 
     def draft_tree(self, state, tree):
-        def expand(nodes, tokens, parents):
-            while len(tree.tokens) < len(tokens):  # mirror the new nodes into the drafter
-                i = len(tree.tokens)
-                tree.add(tokens[i], parents[i])
-            return tree.expand(nodes)  # one draft forward for the whole batch
-
-        return grow_tree(tree.begin(state.seq), expand, self.node_budget, self.max_children, self.sampling,
+        return grow_tree(tree.begin(state.seq), tree.expand_grown, self.node_budget, self.max_children, self.sampling,
                          state.rng, self.expand_batch)

@@ -16,7 +16,7 @@ has L tokens (its EOS included) exactly n x L tokens were sampled; the row's
 finish are cut at the same step), i.e. tokens = n x the shortest, as in the paper's accounting.
 `ffs_length` = L, `ffs_ties` = how many rows emitted EOS at that step.
 
-Paper claim (../shared/STRATEGIES.md §C): DeepSeek-R1 82.23% on AIME24/25 (+15% over a single
+Paper claim (docs/strategies.md): DeepSeek-R1 82.23% on AIME24/25 (+15% over a single
 sample), up to 45% fewer tokens than majority voting. The length-correctness link is a
 property of long-reasoning models; with the small instruct models available here it may not
 hold, which is what a reproduction measures. The asynchronous variant (independent servers)

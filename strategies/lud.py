@@ -1,4 +1,4 @@
-"""Lexical Unit Decoding (LUD), the decoding side (../shared/STRATEGIES.md §A, "LUD").
+"""Lexical Unit Decoding (LUD), the decoding side (docs/strategies.md).
 
 LUD fine-tunes a model to predict several next tokens in parallel: k placeholder tokens are
 appended after the sequence, and the output at the i-th placeholder (which sits at position

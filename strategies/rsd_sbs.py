@@ -121,10 +121,7 @@ class RSDSBS(RSD):
         dist = (lambda lg: torch.softmax(lg, -1)) if s.greedy else s.probs  # greedy: beam search on log q
 
         def expand(nodes, tokens, parents):
-            while len(tree.tokens) < len(tokens):  # mirror the new nodes into the drafter
-                i = len(tree.tokens)
-                tree.add(tokens[i], parents[i])
-            return dist(tree.expand(nodes))  # one draft forward per level
+            return dist(tree.expand_grown(nodes, tokens, parents))  # one draft forward per level
 
         return stochastic_beam_tree(dist(tree.begin(state.seq)), expand, self.beam_width, self.beam_depth, state.rng,
                                     s.greedy, self.max_nodes)

@@ -1,4 +1,4 @@
-"""S2D: sorted speculative decoding with nested drafts (../shared/STRATEGIES.md §A, "S2D").
+"""S2D: sorted speculative decoding with nested drafts (docs/strategies.md).
 
 One draft model holds nested sub-models: its first-e-layer prefixes for e in `exits`, all
 sharing the draft's final norm + LM head. For every draft token the smallest sub-model runs
@@ -24,7 +24,7 @@ What is and is not the paper: S2D trains the nested draft (SoFT, sorted fine-tun
 every prefix is a good draft. No such model exists here; the runnable variant uses the nested
 prefixes of an existing small model (default: SmolLM2's own first 16 layers, exits 4/8/16, or
 e.g. Qwen2.5-Coder-0.5B with exits 6/12/24 under the 1.5B). Untrained prefixes of SmolLM2 agree
-with the full model rarely (STRATEGIES.md measures 0.19 top-1 agreement at layer 14), so little
+with the full model rarely (docs/strategies.md records 0.19 top-1 agreement at layer 14), so little
 speed is expected from that pairing; exits deeper than the draft are clipped to its depth.
 """
 

@@ -1,4 +1,4 @@
-"""STAND: model-free stochastic n-gram drafting, lossless (../shared/STRATEGIES.md §A).
+"""STAND: model-free stochastic n-gram drafting, lossless (docs/strategies.md).
 
 An n-gram table built from the model's own trajectory stores the target's next-token
 PROBABILITIES (top-`store_k`, renormalised), not counts. After every verification, for every

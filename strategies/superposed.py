@@ -1,5 +1,5 @@
 """Superposed Decoding: Shen et al. 2024, "Superposed Decoding: Multiple Generations from a
-Single Autoregressive Inference Pass" (NeurIPS 2024). ../shared/STRATEGIES.md §B. LOSSY.
+Single Autoregressive Inference Pass" (NeurIPS 2024). docs/strategies.md. LOSSY.
 
 k drafts from ONE forward per step; the KV cache holds a single superposed sequence:
   1. prefill the prompt (an ordinary forward); the top-k tokens of p_LM start the k drafts,

@@ -160,6 +160,9 @@ class AIME(Task):
         boxed = last_boxed(output)
         return normalize_aime(boxed) if boxed is not None else normalize_aime(last_number(output or ""))
 
+    def gold_output(self, example):
+        return f"The answer is \\boxed{{{example['answer']}}}."
+
     def score(self, example, output):
         boxed = last_boxed(output)
         strict = normalize_aime(boxed)

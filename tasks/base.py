@@ -41,6 +41,11 @@ class Task:
     def score(self, example: dict, output: str) -> dict:
         raise NotImplementedError
 
+    def gold_output(self, example: dict) -> str:
+        """A model output this task scores as correct (the contract test checks that it scores
+        best and that an empty output scores worst)."""
+        raise NotImplementedError
+
     def prompt_structure(self, example: dict) -> dict:
         """Task-provided structure the strategies may read besides the prompt (keys of
         harness.decoding.Prompt, e.g. {"nbest": [...]}); never the gold answer."""

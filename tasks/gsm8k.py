@@ -59,6 +59,9 @@ class GSM8K(Task):
         strict = strict_final_number(output)
         return strict if strict is not None else last_number(output)
 
+    def gold_output(self, example):
+        return f"#### {example['gold']}"
+
     def score(self, example, output):
         strict, flexible = strict_final_number(output), last_number(output)
         extracted = self.extract_answer(output)

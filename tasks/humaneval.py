@@ -168,6 +168,9 @@ class HumanEval(Task):
     def prompt(self, example):
         return [{"role": "user", "content": f"{INSTRUCTION}```python\n{example['prompt'].rstrip()}\n```"}]
 
+    def gold_output(self, example):
+        return f"```python\n{example['prompt']}{example['canonical_solution']}```"
+
     def score(self, example, output):
         extracted, solution = build_solution(example, output)
         shown = extracted[:MAX_EXTRACTED]

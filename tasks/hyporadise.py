@@ -281,6 +281,9 @@ class HyPoradise(Task):
         msgs.append({"role": "user", "content": (INSTRUCTION if first else "") + format_nbest(example["nbest"])})
         return msgs
 
+    def gold_output(self, example):
+        return example["reference"]
+
     def prompt_structure(self, example) -> dict:
         """The N-best list the strategies are given (as the prompt block shows it)."""
         return {"nbest": parse_nbest(format_nbest(example["nbest"]))}

@@ -302,6 +302,9 @@ class MultiHopQA(Task):
         body = PROMPT.format(docs=self.render_documents(example), question=example["question"])
         return [{"role": "user", "content": body + "\n\n" + INSTRUCTIONS[self.prompt_style]}]
 
+    def gold_output(self, example):
+        return example["answers"][0]
+
     def score(self, example, output):
         extracted = extract_answer(output, self.prompt_style)
         scores = qa_scores(extracted, example["answers"])

@@ -403,6 +403,9 @@ class ParallelBench(Task):
         return msgs
 
     # ---------------------------------------------------------------------------- scoring
+    def gold_output(self, example):
+        return example["answer"] if isinstance(example["answer"], str) else str(example["answer"])
+
     def score(self, example, output):
         metric, ans, out = example["metric"], example["answer"], output or ""
         stats: dict = {"metric": metric, "quality_definition": DEFINITION.get(metric, "")}

@@ -13,6 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HARNESS_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 torch.set_num_threads(1)
+# One intra-op thread per test process: `make test` runs 2 xdist workers on 2 cores, and a run's
+# `run.threads=2` (the runner calls torch.set_num_threads) would oversubscribe the cores and slow
+# every later test of that worker several-fold. Rows still record the threads actually used.
+_set_threads = torch.set_num_threads
+torch.set_num_threads = lambda n: _set_threads(1)
 
 from harness.models import ModelSpec  # noqa: E402
 

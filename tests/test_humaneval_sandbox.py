@@ -376,10 +376,10 @@ def test_full_tier_from_a_checkout_inside_a_0700_directory(tmp_path):
     if not _full_tier_offered():
         pytest.skip("this machine offers no full tier (needs root, unshare and namespaces)")
     private = tmp_path / "private"
-    (private / "checkout" / "tasks").mkdir(parents=True)
+    (private / "checkout" / "harness").mkdir(parents=True)
     private.chmod(0o700)
-    shutil.copy(ROOT / "tasks" / "sandbox.py", private / "checkout" / "tasks" / "sandbox.py")
-    (private / "checkout" / "tasks" / "__init__.py").write_text("")
+    shutil.copy(ROOT / "harness" / "sandbox.py", private / "checkout" / "harness" / "sandbox.py")
+    (private / "checkout" / "harness" / "__init__.py").write_text("")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(private / "venv")], check=True)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from harness.sandbox import detect_isolation, run_sandboxed;"
             "t = detect_isolation(); r = run_sandboxed('import os; print(os.getuid())', 10);"

@@ -12,7 +12,8 @@ from harness.errors import ConfigError
 from harness.metrics import aggregate
 from strategies.ead import EntropyAdaptive
 from strategies.greedy import Greedy
-from strategies.core.ngram import NGramLM, build_from_corpus, main as ngram_main, read_documents
+from strategies.core.ngram import NGramLM, build_from_corpus, read_documents
+from tools.build_ngram_lm import main as ngram_main
 from strategies.superposed import Superposed
 from tests.conftest import ROOT, tiny_spec
 from tests.test_lossless import PROMPTS, load_strategy
@@ -191,12 +192,13 @@ def test_ngram_cli_builds_from_jsonl(tmp_path):
 @pytest.fixture(scope="module")
 def gsm8k_lm(tiny_target):
     """An n-gram model of GSM8K test text (questions + solutions) in the tiny model's byte tokenizer."""
-    return build_from_corpus(GSM8K, tiny_target.tokenizer, ["question", "answer"], 6, tiny_target.vocab_size)
+    return build_from_corpus(GSM8K, tiny_target.encode, tiny_target.vocabulary_fingerprint(),
+                             max(tiny_target.vocab_entries, tiny_target.vocab_size), ["question", "answer"], 6)
 
 
 def _superposed(lm, **kw):
     s = Superposed(corpus=str(GSM8K), **kw)
-    s._lm = ("ByteTokenizer-260", lm) if lm is not None else None
+    s._lm = (lm.meta["vocabulary"], lm) if lm is not None else None
     return s
 
 

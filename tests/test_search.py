@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from scorers.lm_judge import LMJudge, Scorer, aggregate
+from scorers.base import Scorer, aggregate
+from scorers.lm_judge import LMJudge
 from strategies.a_star import AStar
 from strategies.core.base import SamplingParams
 from strategies.best_of_n import BestOfN

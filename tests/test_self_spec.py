@@ -61,7 +61,7 @@ def test_tpl_choice_hand_checked():
     assert (layer, d) == (2, 2) and tpl == pytest.approx(2.71 / 8)
     # TPL(2,1) = 1.3/6 = .217, TPL(2,2) = 1.39/8 = .174 < 1/4: no speculation
     assert choose_exit({2: 0.3}, 4, 2) == (None, 0, 0.25)
-    # SmolLM2's measured exit agreement (STRATEGIES.md): no (l, d) beats plain decoding
+    # SmolLM2's measured exit agreement (docs/strategies.md): no (l, d) beats plain decoding
     assert choose_exit({14: 0.19, 20: 0.27, 26: 0.53, 29: 0.70}, 30, 8)[:2] == (None, 0)
     # an exit that always agrees: the shallowest such layer, as long a draft as allowed
     assert choose_exit({1: 1.0, 2: 1.0, 3: 1.0}, 4, 5)[:2] == (1, 5)

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from harness.errors import ConfigError
 from harness.runner import run
 from harness.store import read_rows
-from strategies import train_acceptance_head as T
+from tools import train_acceptance_head as T
 from strategies.core.base import SamplingParams
 from strategies.greedy import Greedy
 from strategies.specdec_pp import AcceptanceHead, SpecDecPPHead, draft_identity, load_head, save_head

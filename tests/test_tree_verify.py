@@ -106,11 +106,9 @@ class TopKTree(Strategy):
         super().__init__(sampling)
         self.width = width
 
-    def generate(self, target, prompt_ids, max_new_tokens, rng, draft=None):
-        s = self.sampling
-        trace, snap = self.begin(target, draft)
-        seq = list(prompt_ids)
-        while not trace.done(target.eos_ids, max_new_tokens):
+    def decode(self, state):
+        s, draft, seq, rng = self.sampling, state.draft, state.seq, state.rng
+        while not state.done:
             draft.reset()
             base = draft.forward(seq, last_only=True)
             tokens, parents, qmap = [], [], {}
@@ -130,10 +128,7 @@ class TopKTree(Strategy):
                 for b in second:
                     tokens.append(b)
                     parents.append(i)
-            new = self.verify_tree_step(target, seq, tokens, parents, qmap, rng, trace)
-            seq += new
-            trace.emit(new)
-        return self.end(trace, snap, target, max_new_tokens, draft)
+            state.emit(self.verify_tree_step(state, tokens, parents, qmap))
 
 
 def test_tree_step_equals_greedy(tiny_target, tiny_selfdraft):

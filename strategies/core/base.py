@@ -72,6 +72,12 @@ class Strategy:
             out["draft"] = self.draft.describe()
         return out
 
+    def row_labels(self) -> dict:
+        """Fields every row carries besides its counters: the draft model and the scorer (None
+        when the strategy has none), so that every row has the same columns."""
+        return {"draft_model": self.draft.describe().get("name") if self.draft is not None else None,
+                "scorer": None}
+
     ARTIFACT_ATTRS = ("head_path", "ngram_path", "corpus", "step_profile")
 
     def artifacts(self) -> dict[str, str]:

@@ -1,7 +1,6 @@
 """A compact token n-gram model (orders 1..6) built from a text corpus, for Superposed Decoding.
 
-    python -m tools.build_ngram_lm build --corpus FILE --tokenizer-model smollm2_135m --out lm.npz
-        [--fields question,answer] [--max-order 6]      (the CLI: tools/build_ngram_lm.py)
+    python -m tools.build_ngram_lm build --corpus FILE ... --out lm.npz   (the CLI: tools/build_ngram_lm.py)
 
 Corpus: a .jsonl / .jsonl.gz file (one document per row: the string fields named by --fields,
 all string fields by default, joined by newlines) or a text file (documents separated by blank

@@ -1,6 +1,6 @@
 """Shared pure functions on distributions: logits processing, sampling, the accept/reject rule.
 
-Notation (../shared/STRATEGIES.md): p = target distribution, q = draft distribution.
+Notation (docs/strategies.md): p = target distribution, q = draft distribution.
 All functions take float32 logits/probabilities on the last dimension.
 """
 

@@ -159,6 +159,9 @@ class SearchStrategy(Strategy):
             out["scorer"] = self.scorer.describe()["name"]
         return out
 
+    def row_labels(self) -> dict:
+        return {**super().row_labels(), "scorer": self.scorer.describe()["name"] if self.scorer is not None else None}
+
     def bind_task(self, task) -> None:
         """Called by the runner before models load: the answer functions, never the gold."""
         if self.needs_answers and not getattr(task, "votes", False):

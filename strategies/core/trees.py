@@ -81,6 +81,14 @@ class TreeDrafter:
         self.depth.append(0 if parent < 0 else self.depth[parent] + 1)
         return len(self.tokens) - 1
 
+    def expand_grown(self, nodes: list[int], tokens: list[int], parents: list[int]) -> torch.Tensor:
+        """For tree builders that keep their own (tokens, parents): add the nodes not mirrored
+        here yet, then `expand(nodes)`."""
+        while len(self.tokens) < len(tokens):
+            i = len(self.tokens)
+            self.add(tokens[i], parents[i])
+        return self.expand(nodes)
+
     def expand(self, nodes: list[int]) -> torch.Tensor:
         """Feed these nodes (their ancestors already fed) in one draft forward; logits [len, V]."""
         fed, n = len(self.slot), len(nodes)
