@@ -3,7 +3,7 @@
 Side by side in one process, same prompts, same weights, interleaved per prompt:
 
     greedy-1      one greedy generation (our Greedy strategy), the unit of cost
-    batched-N     N sampled solutions grown in ONE batched forward per token (strategies/search
+    batched-N     N sampled solutions grown in ONE batched forward per token (strategies/core/search
                   StepSampler, shared prompt prefill) -- what best_of_n / self_consistency pay
     sequential-N  N sampled solutions generated one after another (the naive way)
 

@@ -1,7 +1,7 @@
 """Best-of-N with a process reward model (the standard test-time scaling baseline).
 
 N complete solutions are sampled in ONE batched generation sharing the prompt's KV
-(strategies/search.StepSampler, whole=True); each is split into steps at blank lines and scored
+(strategies/core/search.StepSampler, whole=True); each is split into steps at blank lines and scored
 by the scorer (per-step scores aggregated by last / min / prod / mean); the highest value wins
 (ties: the earliest sample). Rows report generated_tokens (all N), prm_calls and policy_forwards.
 """

@@ -14,7 +14,7 @@ over every beam. N = `n`, M = `beam_width`; each subtree is a beam of width 1:
     final answer (`final: best`): among the finished subtrees, the best aggregate (ties: the
         lower subtree index).
     `final: weighted_vote`: the finished subtrees' solutions vote with their aggregates (answer
-        classes by the task's equivalence, strategies/search.vote; ties: the class holding the
+        classes by the task's equivalence, strategies/core/search.vote; ties: the class holding the
         lower subtree index) and the best-scored member of the winning class is returned; when
         no solution has an answer, falls back to `best`.
     If no subtree finished within max_rounds, the best live beam is completed by one sampled

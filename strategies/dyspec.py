@@ -6,7 +6,7 @@ to be the product of the draft's probabilities along the path. Pop the best cand
 to the tree, run the draft on it (its children's distribution) and make its first child and
 its next sibling candidates; stop when the budget is spent. Verification: one target forward
 over the tree, then recursive rejection sampling over siblings (T > 0) or the longest path of
-target argmaxes (T = 0), both in strategies/probs.verify_tree.
+target argmaxes (T = 0), both in strategies/core/probs.verify_tree.
 
 Keys use the draft's real probabilities at every temperature: softmax of the draft logits at
 T = 0 (top-k children, whose identities are fixed by the context), and at T > 0 the processed

@@ -17,7 +17,7 @@ the pooled samples are voted on (self-consistency over a more diverse pool).
         rendered with the model's chat template (target.render(messages)) and sampled n times in
         one batched generation. When no earlier sample has an answer (E empty), the round samples
         the original prompt again.
-    final answer: majority vote over ALL rounds' samples (strategies/search.vote with the task's
+    final answer: majority vote over ALL rounds' samples (strategies/core/search.vote with the task's
         equivalence; ties: the class whose first member is the earliest sample, rounds in order),
         and the output is the first sample of the winning class; if no sample has an answer,
         sample 0.

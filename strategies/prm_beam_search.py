@@ -2,7 +2,7 @@
 
 The standard test-time search baseline (search-and-learn; Snell et al. 2024), parameters:
 N = `n` (step candidates sampled per round), M = `beam_width` (expansions per kept beam), so
-N/M beams are kept. A reasoning step ends at a blank line (strategies/search.StepSampler).
+N/M beams are kept. A reasoning step ends at a blank line (strategies/core/search.StepSampler).
 
     active <- N/M copies of the empty solution;  done <- []
     for round = 1 .. max_rounds:

@@ -7,7 +7,7 @@ branching[d] children drawn without replacement from the draft q (Gumbel-Top-k; 
 greedy), one draft forward per level.
 
 Verification (both RSD variants): the whole tree in ONE target forward (tree mask, positions =
-depth), then recursive rejection sampling over siblings (strategies/probs.verify_tree): sibling
+depth), then recursive rejection sampling over siblings (strategies/core/probs.verify_tree): sibling
 x_i accepted with min(1, p_res(x_i) / q_i(x_i)); on rejection p_res = norm(max(0, p_res - q_i))
 and q loses x_i (renormalised) for the next sibling; if all fail, sample p_res. Lossless.
 `max_nodes` caps the tree: comparisons at a fixed target compute budget.

@@ -3,7 +3,7 @@
 N solutions are sampled in one batched generation sharing the prompt's KV; answers are
 extracted and grouped by the task's own equivalence (math-verify for MATH/AIME, numbers for
 GSM8K). The largest class wins; a tie goes to the class whose first member is the earliest
-sample (documented in strategies/search.vote). The output is that class's first sample.
+sample (documented in strategies/core/search.vote). The output is that class's first sample.
 Samples without an answer do not vote; if none has one, sample 0 is returned. No scorer.
 """
 

@@ -4,7 +4,7 @@ Each step: (1) draw k i.i.d. draft sequences of length L from q (one batched-as-
 forward per depth: sequences sharing a prefix share a node); (2) verify the merged tree in ONE
 target forward; (3) walk down: at a node whose m continuing sequences propose i.i.d. tokens
 x_1..x_m, k-sequential selection accepts the first x_i with U <= min(1, p(x_i)/(rho q(x_i))),
-rho in [1, m] chosen per node (strategies/probs.kseq_rho, (1 - 1/e)-optimal); if none is
+rho in [1, m] chosen per node (strategies/core/probs.kseq_rho, (1 - 1/e)-optimal); if none is
 accepted, sample the leftover distribution and stop. At temperature 0 it reduces to matching
 the target's argmax along the tree (lossless == greedy).
 """
