@@ -6,6 +6,7 @@ runner at T = 0 and (where it samples) at T = 1; draft-model methods run with a 
 (the target's own weights: deep accepted paths) and with the target's first layer (rejections).
 
     python -m tests.golden --write      # re-record (only when behaviour is MEANT to change)
+    python -m tests.golden --add NAME   # record a NEW strategy's cases, keeping every other case
 """
 
 from __future__ import annotations
@@ -156,10 +157,19 @@ def collect_direct() -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv != ["--write"]:
+    if argv[:1] == ["--add"] and len(argv) > 1:
+        rows = json.loads(GOLDEN.read_text())
+        new = collect(argv[1:])
+        clash = sorted(k for k in new if k in rows)
+        if clash:
+            print(f"already recorded: {', '.join(clash)} (use --write to re-record everything)")
+            return 2
+        rows.update(new)
+    elif argv == ["--write"]:
+        rows = {**collect(), **collect_direct()}
+    else:
         print(__doc__)
         return 2
-    rows = {**collect(), **collect_direct()}
     GOLDEN.parent.mkdir(parents=True, exist_ok=True)
     GOLDEN.write_text(json.dumps(rows, indent=0, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN}: {len(rows)} cases")

@@ -29,20 +29,22 @@ class SamplingParams:
     top_k: int = 0
     top_p: float = 1.0
     min_p: float = 0.0
+    top_h: float = 0.0  # Top-H's alpha (0 = off): see strategies/core/probs.top_h_keep
 
     def __post_init__(self):
         from harness.errors import ConfigError
 
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p < 1 or self.top_k < 0:
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p < 1 or self.top_k < 0 \
+                or not 0 <= self.top_h <= 1:
             raise ConfigError(f"invalid sampling parameters {asdict(self)}: need temperature >= 0, "
-                              f"0 < top_p <= 1, 0 <= min_p < 1, top_k >= 0")
+                              f"0 < top_p <= 1, 0 <= min_p < 1, top_k >= 0, 0 <= top_h <= 1")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return P.process(logits, self.temperature, self.top_k, self.top_p, self.min_p)
+        return P.process(logits, self.temperature, self.top_k, self.top_p, self.min_p, self.top_h)
 
     def next_token(self, logits: torch.Tensor, rng: torch.Generator) -> int:
         if self.greedy:

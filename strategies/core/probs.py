@@ -10,11 +10,11 @@ import torch
 
 
 def process(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-            min_p: float = 0.0) -> torch.Tensor:
-    """Logits -> probabilities after temperature, top-k, top-p (nucleus) and min-p truncation.
+            min_p: float = 0.0, top_h: float = 0.0) -> torch.Tensor:
+    """Logits -> probabilities after temperature, top-k, top-H, top-p (nucleus) and min-p truncation.
 
     temperature == 0 gives the one-hot argmax (greedy). Truncations apply in the order
-    temperature -> top-k -> top-p -> min-p, each keeping at least the top token.
+    temperature -> top-k -> top-H -> top-p -> min-p, each keeping at least the top token.
     """
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(torch.float32)
@@ -22,6 +22,8 @@ def process(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_
     if top_k and top_k < x.shape[-1]:
         kth = torch.topk(x, top_k, dim=-1).values[..., -1:]
         x = x.masked_fill(x < kth, float("-inf"))
+    if top_h > 0.0:
+        x = x.masked_fill(~top_h_keep(x, top_h), float("-inf"))
     probs = torch.softmax(x, dim=-1)
     if top_p < 1.0:
         sp, si = torch.sort(probs, dim=-1, descending=True)
@@ -33,6 +35,29 @@ def process(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_
         thresh = min_p * probs.max(dim=-1, keepdim=True).values
         probs = probs.masked_fill(probs < thresh, 0.0)
     return probs / probs.sum(dim=-1, keepdim=True)
+
+
+TOP_H_CANDIDATES = 100  # Top-H looks at the 100 most probable tokens
+
+
+def top_h_keep(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Top-H (entropy-bounded truncation): which tokens of tempered logits x [..., V] to keep.
+
+    Renormalise the TOP_H_CANDIDATES most probable tokens into r; the budget is
+    tau = alpha * H(r). Walking down r in decreasing order, a token is kept while the running
+    sum of -r log r up to and including it stays <= tau; the most probable token is always kept
+    (alpha = 1 keeps all candidates).
+    Returns a bool mask [..., V]."""
+    n = min(TOP_H_CANDIDATES, x.shape[-1])
+    vals, idx = torch.topk(x, n, dim=-1)  # sorted, largest first
+    logr = torch.log_softmax(vals.float(), dim=-1)
+    terms = -(logr.exp() * logr)
+    terms = torch.where(torch.isfinite(terms), terms, torch.zeros_like(terms))  # r = 0: no entropy
+    tau = alpha * terms.sum(-1, keepdim=True)
+    inside = terms.cumsum(-1) <= tau * (1 + 1e-5)  # float rounding never drops a token at exactly tau
+
+    inside[..., 0] = True
+    return torch.zeros(x.shape, dtype=torch.bool, device=x.device).scatter(-1, idx, inside)
 
 
 def sample(probs: torch.Tensor, rng: torch.Generator) -> int:
