@@ -182,9 +182,6 @@ class SpecDecPPHead(SpecDecPP):
         self.check_draft(state.draft)
         super().decode(state)
 
-    def draft_length(self, state) -> int:
-        return min(self.k_max, state.remaining)
-
     def judge_layer(self, state) -> int:
         return state.draft.num_layers  # the head reads the draft's last hidden state (after the norm)
 
