@@ -78,6 +78,7 @@ def aggregate(rows: list[dict], secondary=()) -> dict:
         **large_share(ok, tot["new_tokens"]),
         **sandbox_tiers(ok),
         **pass_at_k_by_example(ok),
+        **candidate_metrics(ok),
     }
 
 
@@ -179,3 +180,76 @@ def speedup(rows: list[dict], baseline_rows: list[dict]) -> tuple[float, int]:
     a = aggregate(mine)["tokens_per_s"]
     b = aggregate([base[key(r)] for r in mine])["tokens_per_s"]
     return _ratio(a, b), len(mine)
+
+
+# ----------------------------------------------------------------------------- multi-output rows
+def _ngrams(words: list[str], n: int) -> list[tuple]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Distinct-n (Li et al. 2016): distinct word n-grams / all word n-grams over the texts."""
+    grams = [g for t in texts for g in _ngrams(t.split(), n)]
+    return len(set(grams)) / len(grams) if grams else math.nan
+
+
+def sentence_bleu(hyp: str, refs: list[str], max_n: int = 4) -> float:
+    """BLEU of one hypothesis against references (Papineni et al. 2002): clipped n-gram precisions
+    for n = 1..max_n, geometric mean, brevity penalty against the closest reference length;
+    precisions for n > 1 add one to numerator and denominator (Lin & Och 2004 smoothing), so a
+    short text without a matching 4-gram does not score 0 outright. Whitespace words."""
+    h = hyp.split()
+    rs = [r.split() for r in refs]
+    if not h or not rs:
+        return 0.0
+    logs = 0.0
+    for n in range(1, max_n + 1):
+        grams = _ngrams(h, n)
+        counts: dict = {}
+        for g in grams:
+            counts[g] = counts.get(g, 0) + 1
+        best: dict = {}
+        for r in rs:
+            rc: dict = {}
+            for g in _ngrams(r, n):
+                rc[g] = rc.get(g, 0) + 1
+            for g, c in rc.items():
+                best[g] = max(best.get(g, 0), c)
+        match = sum(min(c, best.get(g, 0)) for g, c in counts.items())
+        total = len(grams)
+        if n > 1:
+            match, total = match + 1, total + 1
+        if match == 0 or total == 0:
+            return 0.0
+        logs += math.log(match / total) / max_n
+    ref_len = min((len(r) for r in rs), key=lambda L: (abs(L - len(h)), L))
+    bp = 1.0 if len(h) > ref_len else math.exp(1 - ref_len / len(h))
+    return bp * math.exp(logs)
+
+
+def self_bleu(texts: list[str]) -> float:
+    """Self-BLEU (Zhu et al. 2018): mean BLEU of each text against all the others (1 = the texts
+    are copies of each other, near 0 = no shared n-grams). NaN with fewer than two texts."""
+    if len(texts) < 2:
+        return math.nan
+    return float(np.mean([sentence_bleu(t, texts[:i] + texts[i + 1:]) for i, t in enumerate(texts)]))
+
+
+def diversity(texts: list[str]) -> dict:
+    """Diversity across one example's outputs (beams, drafts): distinct-1/2 and self-BLEU."""
+    return {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2), "self_bleu": self_bleu(texts)}
+
+
+def candidate_metrics(rows: list[dict]) -> dict:
+    """Runs whose rows keep several outputs per example (beam search, superposed drafts): mean
+    oracle quality (the best output's, by the task's direction) and mean diversity; empty
+    otherwise."""
+    got = [r for r in rows if r.get("oracle_quality") is not None]
+    if not got:
+        return {}
+    out = {"oracle_quality": float(np.mean([r["oracle_quality"] for r in got]))}
+    for k in ("distinct_1", "distinct_2", "self_bleu"):
+        v = [r["diversity"][k] for r in got if isinstance((r.get("diversity") or {}).get(k), float)
+             and not math.isnan(r["diversity"][k])]
+        out[k] = float(np.mean(v)) if v else math.nan
+    return out

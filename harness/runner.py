@@ -268,8 +268,15 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
         stats = task.score(ex, text)
         row.update({"output_text": text, "extracted": stats.get("extracted"), "quality": stats.get("quality"),
                     "score": stats, "wall_s": wall, **trace.row_fields(t0)})
-        if trace.candidates:  # multi-draft methods (superposed): every draft's text, best first
-            row["candidates"] = [target.decode(c) for c in trace.candidates]
+        if trace.candidates:  # multi-output methods (beams, superposed drafts): every output, best first
+            cands = row["candidates"] = [target.decode(c) for c in trace.candidates]
+            qs = row["candidate_quality"] = [task.score(ex, c).get("quality") for c in cands]
+            qs = [q for q in qs if q is not None]
+            lower = metrics.lower_is_better(info.get("quality_direction"))
+            row["oracle_quality"] = (min(qs) if lower else max(qs)) if qs else None
+            row["diversity"] = metrics.diversity(cands)
+            if trace.candidate_scores:
+                row["candidate_scores"] = trace.candidate_scores
     except Exception as e:  # one bad example never ends the run, and is never scored as wrong
         row.update({"error": f"{e.__class__.__name__}: {e}", "quality": None})
     row.update({"git_sha": info["git_sha"], "versions": info["versions"], "threads": torch.get_num_threads(),
@@ -337,6 +344,10 @@ def format_summary(s: dict) -> str:
                       "   sandbox isolation: ") + ", ".join(f"{k} ({v} rows)" for k, v in t.items()))
     if s.get("secondary"):
         lines.append("   " + "   ".join(f"{k} {f(v, '.3f')}" for k, v in s["secondary"].items()))
+    if "oracle_quality" in s:  # several outputs per example (beams, drafts)
+        lines.append(f"   oracle (best output) quality {f(s['oracle_quality'], '.3f')}   distinct-1 "
+                     f"{f(s['distinct_1'], '.3f')}   distinct-2 {f(s['distinct_2'], '.3f')}   "
+                     f"self-BLEU {f(s['self_bleu'], '.3f')}")
     ex = s.get("extra_per_example") or {}
     shown = [(k, s[k] if k in s else ex.get(k)) for k in s.get("summary_fields") or ()]  # the strategy's choice
     if any(v is not None for _, v in shown):

@@ -21,6 +21,7 @@ class Trace:
     finish: str = ""  # "eos" | "length"
     extra: dict = field(default_factory=dict)  # strategy-specific counters (summable numbers)
     candidates: list = field(default_factory=list)  # all outputs of a multi-draft method, best first (list[list[int]])
+    candidate_scores: list = field(default_factory=list)  # the method's own score of each candidate (beam: normalised log p)
     t_start: float = field(default_factory=time.perf_counter)
     t_first: float | None = None  # perf_counter when the first token became known
     _last: list = field(default_factory=list, repr=False)

@@ -35,6 +35,16 @@ def strategy_names() -> list[str]:
     return sorted(p.stem for p in (ROOT / "conf" / "strategy").glob("*.yaml"))
 
 
+def _deterministic(yaml_text: str) -> bool:
+    """Whether the YAML's class declares `deterministic = True` (refuses T > 0)."""
+    import importlib
+    import re
+
+    target = re.search(r"^_target_:\s*(\S+)", yaml_text, re.M).group(1)
+    mod, _, cls = target.rpartition(".")
+    return bool(getattr(getattr(importlib.import_module(mod), cls), "deterministic", False))
+
+
 def cases() -> list[tuple[str, list[str]]]:
     """(case key, hydra overrides) for every strategy YAML."""
     out = []
@@ -46,6 +56,8 @@ def cases() -> list[tuple[str, list[str]]]:
         if name.startswith("nbest_"):
             over += ["task=hyporadise", "task.sets=[atis]"]
         temps = [0.0, 1.0] if "temperature:" in text else [None]
+        if temps[0] is not None and _deterministic(text):
+            temps = [0.0]  # beam search: T = 0 only (T > 0 is refused)
         drafts = {"perfect": ["model@strategy.draft=tiny_random", "strategy.draft.truncate_layers=0"],
                   "layer1": ["model@strategy.draft=tiny_random", "strategy.draft.truncate_layers=1"]} \
             if "/model@draft" in text else {"": []}
