@@ -33,6 +33,13 @@ class Prompt:
     ids: list[int]
     messages: list[dict] | str | None = None
     nbest: list[str] | None = None  # N-best hypotheses (HyPoradise), best first
+    context: list[str] | None = None  # source texts an extractive answer comes from (QA documents)
+
+    @property
+    def sources(self) -> list[str]:
+        """The texts an extractive / copying strategy may copy from: the context documents, else
+        the N-best hypotheses; [] when the task gives neither."""
+        return list(self.context or self.nbest or [])
 
     @property
     def question(self) -> str:

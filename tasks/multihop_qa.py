@@ -305,6 +305,12 @@ class MultiHopQA(Task):
     def gold_output(self, example):
         return example["answers"][0]
 
+    def prompt_structure(self, example) -> dict:
+        """The shown documents (titles and texts, in showing order): what extractive strategies
+        (exact_extract, copy_constrained) take spans from."""
+        docs = example["docs"]
+        return {"context": [x for d in example["doc_order"] for x in (docs[d]["title"], docs[d]["text"])]}
+
     def score(self, example, output):
         extracted = extract_answer(output, self.prompt_style)
         scores = qa_scores(extracted, example["answers"])

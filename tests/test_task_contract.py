@@ -41,7 +41,7 @@ def test_task_contract(name):
         msgs = task.prompt(ex)
         assert isinstance(msgs, list) and msgs and all({"role", "content"} <= set(m) for m in msgs)
         assert msgs[-1]["role"] == "user" and msgs[-1]["content"].strip()
-        assert set(task.prompt_structure(ex)) <= {"nbest"}
+        assert set(task.prompt_structure(ex)) <= {"nbest", "context"}
         gold = task.score(ex, task.gold_output(ex))["quality"]
         empty = task.score(ex, "")["quality"]
         best, worst = (1.0, 0.0) if direction == "higher" else (0.0, 1.0)

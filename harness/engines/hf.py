@@ -228,11 +228,8 @@ class HFEngine:
             self.tokens_fed += int(mask.sum())
         return out.logits[:, -1].float().cpu()
 
-    def fork(self, prompt_ids: Sequence[int], suffixes: Sequence[Sequence[int]]) -> "Fork":
-        """B continuations of one prompt that share its KV: the prompt is prefilled once (and
-        reused while the same prompt is forked again, until `reset()`), its cache is repeated
-        B times, and each distinct suffix is fed once, in one padded forward (rows with the same
-        suffix share its KV). See `Fork`."""
+    def _ensure_prefix(self, prompt_ids) -> tuple:
+        """Prefill the prompt shared by `fork` / `score_suffixes` (once per prompt until reset)."""
         key = tuple(int(t) for t in prompt_ids)
         if not key:
             raise ValueError("fork needs a non-empty prompt")
@@ -244,6 +241,38 @@ class HFEngine:
             self.forwards += 1
             self.tokens_fed += len(key)
             self._prefix = (key, cache, out.logits[0, -1].float().cpu())
+        return key
+
+    @torch.inference_mode()
+    def score_suffixes(self, prompt_ids: Sequence[int], suffixes: Sequence[Sequence[int]],
+                       extra_ids: Sequence[int] = (), batch: int = 32) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Teacher-forced log-probabilities of continuations of one prompt (its KV shared, as in
+        `fork`): for each suffix s, (log p(s[j] | prompt, s[:j]) for j < len(s)  [len(s)],
+        log p(x | prompt, s[:j]) for x in extra_ids, j <= len(s)  [len(s) + 1, len(extra_ids)]).
+        `batch` suffixes per forward; float32 CPU; counted like `fork`."""
+        if any(len(s) == 0 for s in suffixes):
+            raise ValueError("score_suffixes needs non-empty suffixes")
+        extra = torch.as_tensor(list(extra_ids), dtype=torch.long)
+        out = []
+        for i in range(0, len(suffixes), batch):
+            chunk = [list(map(int, s)) for s in suffixes[i:i + batch]]
+            self._ensure_prefix(prompt_ids)
+            key, cache, last = self._prefix
+            f = Fork(self, cache, last, len(key), chunk, keep_all=True)
+            lp_prompt = torch.log_softmax(last, -1)
+            M = f.all_logits.shape[1]
+            lp = torch.log_softmax(f.all_logits, -1)  # [B, M, V]
+            for r, s in enumerate(chunk):
+                full = torch.cat([lp_prompt[None], lp[r, M - len(s):]], 0)  # [len(s) + 1, V]
+                out.append((full[torch.arange(len(s)), torch.as_tensor(s)], full[:, extra]))
+        return out
+
+    def fork(self, prompt_ids: Sequence[int], suffixes: Sequence[Sequence[int]]) -> "Fork":
+        """B continuations of one prompt that share its KV: the prompt is prefilled once (and
+        reused while the same prompt is forked again, until `reset()`), its cache is repeated
+        B times, and each distinct suffix is fed once, in one padded forward (rows with the same
+        suffix share its KV). See `Fork`."""
+        key = self._ensure_prefix(prompt_ids)
         uniq: dict[tuple, int] = {}
         rows = [uniq.setdefault(tuple(int(t) for t in s), len(uniq)) for s in suffixes]
         fork = Fork(self, self._prefix[1], self._prefix[2], len(key), [list(u) for u in uniq])
@@ -338,7 +367,7 @@ class Fork:
     """
 
     def __init__(self, engine: HFEngine, prompt_cache, prompt_logits: torch.Tensor, P: int,
-                 suffixes: Sequence[Sequence[int]]):
+                 suffixes: Sequence[Sequence[int]], keep_all: bool = False):
         self.engine = engine
         B = len(suffixes)
         if B == 0:
@@ -365,6 +394,8 @@ class Fork:
             q_allowed[:, :, P:] &= causal
             q_allowed[:, :, :P] = True
             out = self._forward(ids, pos.clamp_min(0), q_allowed)
+            if keep_all:  # every position's logits [B, M, V] (rows left-padded): score_suffixes
+                self.all_logits = out
             has = lens > 0
             self.logits[has] = out[has, -1]
             engine.tokens_fed += int(lens.sum())

@@ -101,11 +101,11 @@ class Strategy:
         raise NotImplementedError
 
     def generate(self, target, prompt, max_new_tokens: int, rng: torch.Generator, draft=None,
-                 messages=None, nbest=None) -> Trace:
+                 messages=None, nbest=None, context=None) -> Trace:
         """Decode one prompt (a Prompt, or token ids) and return its Trace: what the runner does
         for each example, callable directly (tests, benchmarks)."""
         if not isinstance(prompt, Prompt):
-            prompt = Prompt(list(prompt), messages, nbest)
+            prompt = Prompt(list(prompt), messages, nbest, context)
         state = DecodingState(target, prompt, max_new_tokens, rng, draft)
         self.decode(state)
         return state.finish()
