@@ -61,3 +61,54 @@ def test_exact_extract_needs_a_context(tiny_target):
         ExactExtract().generate(tiny_target, [1, 2, 3], 8, torch.Generator())
     with pytest.raises(ConfigError):
         ExactExtract(sampling={"temperature": 1.0})
+
+
+# ------------------------------------------------------------------ copy_constrained
+from strategies.copy_constrained import CopyConstrained  # noqa: E402
+
+
+def _pieces(text: str, sources: list[str], k: int) -> bool:
+    """Whether `text` is the concatenation of at most k substrings of the ' '-prefixed sources."""
+    srcs = [" " + s for s in sources]
+    best = {0: 0}  # chars covered -> fewest pieces
+    for i in range(len(text)):
+        if i not in best:
+            continue
+        for j in range(i + 1, len(text) + 1):
+            if any(text[i:j] in s for s in srcs):
+                best[j] = min(best.get(j, 1 << 30), best[i] + 1)
+    return best.get(len(text), 1 << 30) <= k
+
+
+@pytest.mark.parametrize("max_spans", [1, 2, 3])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_copy_constrained_never_leaves_the_sources(tiny_target, max_spans, temperature):
+    changed = 0
+    for seed in range(6):
+        g = torch.Generator().manual_seed(seed)
+        prompt = torch.randint(5, 250, (6,), generator=g).tolist()
+        strat = CopyConstrained(max_spans=max_spans, sampling={"temperature": temperature})
+        tr = strat.generate(tiny_target, Prompt(prompt, context=SOURCES), 24, torch.Generator().manual_seed(seed))
+        text = tiny_target.decode(tr.tokens)
+        assert text and _pieces(text, SOURCES, max_spans), f"seed {seed}: {text!r} is not {max_spans} copied span(s)"
+        assert tr.extra["spans"] <= max_spans
+        changed += tr.extra["changed"]
+    assert changed > 0  # the random model's own choices leave the sources: the constraint acted
+
+
+def test_copy_constrained_uses_the_nbest_when_no_context(tiny_target):
+    nbest = ["show flights to boston", "show flight to austin"]
+    tr = CopyConstrained(max_spans=4).generate(tiny_target, Prompt([3, 4, 5], nbest=nbest), 30, torch.Generator())
+    assert _pieces(tiny_target.decode(tr.tokens), nbest, 4)
+
+
+def test_pieces_checker_can_fail():
+    assert _pieces(" Paris.", SOURCES, 1) and not _pieces(" Paris opened", SOURCES, 1)
+    assert _pieces(" Paris opened", SOURCES, 2) and not _pieces("zebra", SOURCES, 5)
+
+
+def test_copy_constrained_bad_input(tiny_target):
+    with pytest.raises(ConfigError):
+        CopyConstrained(max_spans=0)
+    with pytest.raises(ConfigError):
+        CopyConstrained().generate(tiny_target, [1, 2], 8, torch.Generator())
