@@ -8,6 +8,7 @@
 - the self-BLEU / distinct-n helpers on hand-computed cases.
 """
 
+import json
 import math
 
 import pytest
@@ -204,3 +205,21 @@ def test_diversity_metrics_by_hand():
     # one shared half: clipped unigram precision 2/4, bigram (1 + 1) / (3 + 1) ...
     b = metrics.sentence_bleu("a b c d", ["a b x y"])
     assert b == pytest.approx(math.exp((math.log(2 / 4) + math.log(2 / 4) + math.log(1 / 3) + math.log(1 / 2)) / 4))
+
+
+def test_runner_rows_keep_every_beam_with_oracle_and_diversity(tmp_path):
+    from harness.runner import run
+    from harness.store import read_rows
+    from tests.test_runner import cfg_for, run_dirs
+
+    run(cfg_for(tmp_path, "strategy=diverse_beam", "task.limit=2", "run.max_new_tokens=8"))
+    (d,) = run_dirs(tmp_path)
+    rows = read_rows(d / "rows.jsonl")
+    for r in rows:
+        assert r["error"] is None and len(r["candidates"]) == 6 == len(r["candidate_quality"])
+        assert r["output_text"] == r["candidates"][0] and r["candidate_scores"] == sorted(r["candidate_scores"],
+                                                                                           reverse=True)
+        assert r["oracle_quality"] == max(r["candidate_quality"]) >= r["quality"]
+        assert set(r["diversity"]) == {"distinct_1", "distinct_2", "self_bleu"}
+    summary = json.loads((d / "summary.json").read_text())
+    assert "oracle_quality" in summary and "self_bleu" in summary
