@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from harness.errors import ConfigError
+from tests.conftest import ROOT
 from tools.hyperfit import main, text_stats
 
 
@@ -37,7 +38,7 @@ def test_fit_reaches_low_loss_and_reports(fitted):
 def test_config_loads_the_trained_weights(fitted):
     d, rep = fitted
     spec = instantiate(OmegaConf.load(d / "m.yaml"), _convert_="all")
-    base = instantiate(OmegaConf.load("conf/model/tiny_random.yaml"), _convert_="all")
+    base = instantiate(OmegaConf.load(ROOT / "conf" / "model" / "tiny_random.yaml"), _convert_="all")
     assert spec.identity() != base.identity() and "+weights:" in spec.identity()
     a, b = spec.load(), base.load()
     x = torch.tensor([[5, 6, 7, 8]])
