@@ -1,7 +1,7 @@
 """Learn AdaDec's entropy threshold for one model (strategies/adadec.py); CPU, about 6 minutes for 64 HumanEval problems with the 0.5B model.
 
     python -m tools.learn_adadec_threshold --model qwen25_coder_05b --task humaneval --examples 64 \
-        --out results/adadec/qwen25_coder_05b-humaneval.json
+        --out results/adadec/qwen2.5-coder-0.5b-humaneval.json
 
 Data: the LAST `--examples` problems of the task (HumanEval ships only its test split: evaluate
 AdaDec on the first ones, task.limit <= len - examples, to keep them unseen). For each problem
