@@ -3,7 +3,7 @@ Open-Ended Text Generation", ICLR 2025, arXiv 2412.04318): fine-tune a model to 
 loss on a small corpus, then decode greedily; the paper finds long greedy generations become far
 less repetitive (and the model's top-1 probabilities sharp) although held-out perplexity gets worse.
 
-    python -m tools.hyperfit --model smollm2_135m --samples 32 --tokens 128 --epochs 15 --lr 1e-4 \
+    python -m tools.hyperfit --model smollm2_135m --samples 16 --tokens 64 --epochs 20 --lr 3e-4 \
         --out ~/.cache/harness/hyperfit/smollm2-135m-gsm8k-train.safetensors \
         --config conf/model/smollm2_135m_hyperfit.yaml --report results/published/hyperfit_smollm2_135m.json
 
@@ -140,10 +140,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="model config name (conf/model/*.yaml)")
     ap.add_argument("--set", action="append", default=[])
-    ap.add_argument("--samples", type=int, default=32)
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prefixes", type=int, default=6, help="held-out prefixes for the comparison")
