@@ -179,7 +179,9 @@ def main(argv=None):
     if a.config:
         cfg = OmegaConf.to_container(src)
         cfg["name"] = f"{cfg['name']}-hyperfit"
-        cfg["weights"] = {"path": a.out, "sha256": digest, "rebuild": cmd, "recipe": recipe}
+        home = str(Path.home())
+        portable = "~" + str(out)[len(home):] if str(out).startswith(home + os.sep) else str(out)
+        cfg["weights"] = {"path": portable, "sha256": digest, "rebuild": cmd, "recipe": recipe}
         Path(a.config).write_text(f"# {cfg['name']}: {a.model} hyperfitted (tools/hyperfit.py); weights outside the "
                                   f"repository, rebuilt with `make hyperfit`\n" + OmegaConf.to_yaml(cfg))
     report = {"model": a.model, "weights": str(out), "sha256": digest, "recipe": recipe, "losses": losses,
