@@ -164,20 +164,17 @@ class ModelSpec:
     def _load_weights(self, model) -> None:
         """Load trained weights (a safetensors state dict) over the source model, after checking
         that the file is the one the config names (sha256)."""
-        import hashlib
-
         from safetensors.torch import load_file
+
+        from harness.provenance import file_sha256
 
         p = self.weights_file()
         hint = self.weights.get("rebuild", "its recipe")
         if not p.exists():
             raise ConfigError(f"model '{self.name}': trained weights {p} are missing; rebuild them with: {hint}")
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
-        if self.weights.get("sha256") and h.hexdigest() != self.weights["sha256"]:
-            raise ConfigError(f"model '{self.name}': {p} has sha256 {h.hexdigest()[:16]}..., the config names "
+        digest = file_sha256(p)
+        if self.weights.get("sha256") and digest != self.weights["sha256"]:
+            raise ConfigError(f"model '{self.name}': {p} has sha256 {digest[:16]}..., the config names "
                               f"{str(self.weights['sha256'])[:16]}...: rebuild with: {hint}")
         missing, unexpected = model.load_state_dict(load_file(str(p)), strict=False)
         if unexpected or [k for k in missing if "lm_head" not in k]:

@@ -60,3 +60,12 @@ def machine() -> dict:
 def stable_hash(obj) -> str:
     """sha256 of canonical JSON (sorted keys): the identity of a config or a prompt."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes (artifacts, trained weights), read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()

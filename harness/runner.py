@@ -45,12 +45,6 @@ def config_hash(cfg: DictConfig) -> str:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def artifact_hashes(strategy) -> dict:
@@ -62,7 +56,7 @@ def artifact_hashes(strategy) -> dict:
         p = Path(value).expanduser()
         if not p.is_absolute() and not p.exists():
             p = ROOT / p
-        out[key] = file_sha256(p) if p.is_file() else "missing"
+        out[key] = provenance.file_sha256(p) if p.is_file() else "missing"
     return out
 
 

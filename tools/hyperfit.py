@@ -26,7 +26,6 @@ generations, mean top-1 probability of the emitted tokens.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -122,19 +121,12 @@ def compare(engine_tok, models: dict, prefixes: list[list[int]], n: int) -> dict
     return out
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def main(argv=None):
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
     from harness.errors import ConfigError
+    from harness.provenance import file_sha256
     from tools.train_acceptance_head import load_engine
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -169,7 +161,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in engine.model.state_dict().items() if "lm_head" not in k
                or not engine.model.config.tie_word_embeddings}, str(out))
-    digest = sha256(out)
+    digest = file_sha256(out)
     recipe = {"samples": a.samples, "tokens": a.tokens, "epochs": a.epochs, "lr": a.lr, "batch": a.batch,
               "optimizer": "AdamW (weight decay 0)", "seed": a.seed, "corpus": "gsm8k:train (question + solution)",
               "steps": a.epochs * -(-a.samples // a.batch), "paper": PAPER,
