@@ -55,7 +55,7 @@ def cases() -> list[tuple[str, list[str]]]:
         over = [f"strategy={name}"]
         if name.startswith("nbest_"):
             over += ["task=hyporadise", "task.sets=[atis]"]
-        if name in ("exact_extract", "copy_constrained"):  # they copy from the task's documents
+        if name in ("exact_extract", "copy_constrained", "grad"):  # they use the task's documents
             over += ["task=multihop_qa", "task.order=gold"]
         if name == "adadec":  # the shipped threshold belongs to Qwen: a number instead (H >= 5.5 nats pauses)
             over += ["strategy.threshold_path=null", "strategy.threshold=5.5"]

@@ -142,7 +142,7 @@ def test_multirun_sweep_with_joblib(tmp_path):
 
 @pytest.mark.parametrize("name", [p.stem for p in sorted((ROOT / "conf" / "strategy").glob("*.yaml"))
                                   if not p.stem.startswith("nbest_")  # N-best and context strategies need
-                                  and p.stem not in ("exact_extract", "copy_constrained")])  # tasks the demo lacks
+                                  and p.stem not in ("exact_extract", "copy_constrained", "grad")])  # tasks the demo lacks
 def test_every_strategy_carries_no_state_across_examples(name, tmp_path):
     """Reversed example order gives the same rows (outputs and counters) for every strategy."""
     text = (ROOT / "conf" / "strategy" / f"{name}.yaml").read_text()
