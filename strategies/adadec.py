@@ -24,7 +24,6 @@ Lossy (it is not the model's distribution); at tau = infinity it is greedy.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch

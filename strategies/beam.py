@@ -75,7 +75,6 @@ class Beam(Strategy):
             logp = torch.log_softmax(fork.logits.float(), dim=-1)  # [rows, V]
             V = logp.shape[-1]
             chosen = torch.zeros(V)  # times each token was chosen by earlier groups at this step
-            nxt_rows, nxt_tokens = [], []
             ends = t + 1 >= budget
             for g in range(G):
                 if not open_[g]:

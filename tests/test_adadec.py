@@ -73,7 +73,6 @@ def test_every_pause_takes_the_brute_force_choice(mid_target, k, L):
 def test_the_gate_uses_the_entropy(tiny_target):
     """A threshold between the entropies met on the greedy path pauses exactly where H >= tau."""
     g = _greedy(tiny_target, PROMPT, 12)
-    H = []
     tiny_target.reset()
     logits = tiny_target.forward(PROMPT + g[:-1])[len(PROMPT) - 1:]
     H = [entropy(x) for x in logits]
