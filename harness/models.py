@@ -23,6 +23,7 @@ from typing import Any
 from harness.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
+KINDS = ("autoregressive", "diffusion")
 
 
 def cache_root() -> Path:
@@ -121,6 +122,9 @@ class ModelSpec:
     truncate_layers: int = 0
     revision: str | None = None
     weights: dict | None = None  # {path, sha256, recipe}: trained weights loaded over the source's (hyperfitting)
+    kind: str = "autoregressive"  # autoregressive (HFEngine) | diffusion (DiffusionEngine: a masked-diffusion LM)
+    mask_token_id: int | None = None  # diffusion: the mask token (null = the layout's: LLaDA 126336, Dream 151666)
+    layout: str = "auto"  # diffusion checkpoints: auto | llada | dream | hf (see harness/engines/diffusion.py)
 
     def __post_init__(self):
         if isinstance(self.pack, dict) or (self.pack is not None and not isinstance(self.pack, Pack)):
@@ -132,12 +136,18 @@ class ModelSpec:
             raise ConfigError(f"model '{self.name}': set exactly one of hub_id, pack, tiny")
         if self.dtype not in DTYPES:
             raise ConfigError(f"model '{self.name}': dtype '{self.dtype}' is not one of {', '.join(DTYPES)}")
+        if self.kind not in KINDS:
+            raise ConfigError(f"model '{self.name}': kind '{self.kind}' is not one of {', '.join(KINDS)}")
+        if self.layout not in ("auto", "llada", "dream", "hf"):
+            raise ConfigError(f"model '{self.name}': layout '{self.layout}' is not one of auto, llada, dream, hf")
+        if self.kind == "diffusion" and self.pack:
+            raise ConfigError(f"model '{self.name}': the offline packs hold autoregressive models, not diffusion LMs")
 
     # ------------------------------------------------------------------ describing
     def describe(self) -> dict:
         src = self.hub_id or (self.pack.distributions[0] if self.pack else f"tiny:{self.tiny.get('arch')}")
         out = {"name": self.name, "source": src, "identity": self.identity(), "dtype": self.dtype,
-               "truncate_layers": self.truncate_layers}
+               "truncate_layers": self.truncate_layers, "kind": self.kind}
         if self.pack:
             out["sha256"] = self.pack.sha256
         return out
@@ -156,10 +166,14 @@ class ModelSpec:
             s = f"tiny:{self.tiny.get('arch', 'llama')}-{h}"
         if self.weights:
             s += f"+weights:{str(self.weights.get('sha256', ''))[:16]}"
+        if self.kind == "diffusion":
+            s += "[diffusion]"
         return s + (f"[first {self.truncate_layers} layers]" if self.truncate_layers else "")
 
     def weights_file(self) -> Path:
-        return Path(os.path.expanduser(str(self.weights["path"])))
+        p = Path(os.path.expanduser(str(self.weights["path"])))
+        root = Path(__file__).resolve().parent.parent / p
+        return p if p.is_absolute() or p.exists() or not root.exists() else root
 
     def _load_weights(self, model) -> None:
         """Load trained weights (a safetensors state dict) over the source model, after checking
@@ -192,6 +206,8 @@ class ModelSpec:
         s = re.sub(r"[^A-Za-z0-9._@-]+", "-", s)
         if self.weights:
             s += f"-w{str(self.weights.get('sha256', ''))[:8]}"
+        if self.kind == "diffusion":
+            s += "-dllm"
         return s + (f"-l{self.truncate_layers}" if self.truncate_layers else "")
 
     # ------------------------------------------------------------------ loading
@@ -202,6 +218,8 @@ class ModelSpec:
         from harness.engines import HFEngine
 
         torch_dtype = getattr(torch, self.dtype)
+        if self.kind == "diffusion":
+            return self._load_diffusion(torch_dtype)
         if self.tiny is not None:
             model, tok = _build_tiny(self.tiny)
             model = model.to(torch_dtype)
@@ -217,14 +235,67 @@ class ModelSpec:
         model = model.to(device).eval()
         return HFEngine(model, tok, name=self.name, dtype=self.dtype)
 
+    def _load_diffusion(self, torch_dtype):
+        """A masked-diffusion LM: a tiny random model of a real layout, or a checkpoint folder /
+        hub id in the LLaDA, Dream or plain Llama / Qwen2 layout (harness/engines/diffusion.py)."""
+        import torch
+
+        from harness.engines import diffusion as D
+
+        layout = self.layout
+        if self.tiny is not None:
+            model, tok = _build_tiny(self.tiny)
+            model = model.to(torch_dtype)
+            layout = "dream" if self.tiny.get("arch") == "qwen2" and layout == "auto" else layout
+            mask = self.mask_token_id if self.mask_token_id is not None else ByteTokenizer.mask_token_id
+        else:
+            from transformers import AutoTokenizer
+
+            folder = self._snapshot()
+            try:
+                model, layout = D.build_from_folder(folder, layout, torch_dtype)
+            except ValueError as e:
+                raise ConfigError(f"model '{self.name}': {e}") from None
+            tok = AutoTokenizer.from_pretrained(str(folder))
+            mask = self.mask_token_id
+            if mask is None:
+                mask = getattr(model.config, "mask_token_id", None) or D.LAYOUT_MASK_ID.get(layout)
+            if mask is None:
+                mask = getattr(tok, "mask_token_id", None)
+            if mask is None:
+                raise ConfigError(f"model '{self.name}': no mask token id (set model.mask_token_id)")
+        if self.weights:
+            self._load_weights(model)
+        device = "cuda" if self.device == "auto" and torch.cuda.is_available() else \
+            ("cpu" if self.device == "auto" else self.device)
+        model = model.to(device).eval()
+        return D.DiffusionEngine(model, tok, name=self.name, dtype=self.dtype, mask_id=int(mask),
+                                 shift=layout == "dream")
+
+    def _snapshot(self) -> Path:
+        """The checkpoint folder of a hub id (downloaded once) or a local folder."""
+        p = local_folder(self.hub_id)
+        if p is not None:
+            return p
+        try:
+            from huggingface_hub import snapshot_download
+
+            kw = {"revision": self.revision} if self.revision else {}
+            return Path(snapshot_download(self.hub_id, allow_patterns=["*.json", "*.safetensors", "*.model",
+                                                                       "*.txt", "*.jinja"], **kw))
+        except Exception as e:  # offline, unknown id, gated
+            raise ConfigError(f"model '{self.name}': cannot fetch '{self.hub_id}' ({e.__class__.__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
     def _load_pretrained(self, torch_dtype):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if self.hub_id:
             kw = {"revision": self.revision} if self.revision else {}
+            src = str(local_folder(self.hub_id) or self.hub_id)
             try:
-                tok = AutoTokenizer.from_pretrained(self.hub_id, **kw)
-                model = AutoModelForCausalLM.from_pretrained(self.hub_id, dtype=torch_dtype, **kw)
+                tok = AutoTokenizer.from_pretrained(src, **kw)
+                model = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype, **kw)
             except OSError as e:
                 raise ConfigError(f"model '{self.name}': cannot load '{self.hub_id}' ({e.__class__.__name__}: "
                                   f"{str(e).splitlines()[0]}); offline? use an offline pack model") from None
@@ -233,6 +304,16 @@ class ModelSpec:
         tok = AutoTokenizer.from_pretrained(cached)
         model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch_dtype)
         return model, tok
+
+
+def local_folder(hub_id: str) -> Path | None:
+    """A hub id that names a local folder (as given, or relative to the repository root: the
+    task-trained models under results/dllm/), else None."""
+    p = Path(os.path.expanduser(hub_id))
+    for c in (p, Path(__file__).resolve().parent.parent / p):
+        if c.is_dir():
+            return c
+    return None
 
 
 def convert_pack_to_cache(pack: Pack, name: str) -> Path:
@@ -287,6 +368,7 @@ class ByteTokenizer:
 
     eos_token_id = 256
     bos_token_id = 257
+    mask_token_id = 258  # tiny masked-diffusion models
     chat_template = None
 
     def __init__(self, vocab_size: int):

@@ -134,6 +134,17 @@ def build(cfg: DictConfig):
     return task, strategy, model
 
 
+def check_paradigm(strategy, model_spec) -> None:
+    """An autoregressive strategy on a diffusion LM (or the reverse) is refused before loading."""
+    want = getattr(strategy, "paradigm", "autoregressive")
+    have = getattr(model_spec, "kind", "autoregressive")
+    if want != have:
+        hint = ("dllm_topk, dllm_threshold, freedave, learn2pd" if have == "diffusion" else
+                "an autoregressive model (the diffusion strategies need model.kind=diffusion)")
+        raise ConfigError(f"strategy {strategy.name} decodes {want} models, but model {model_spec.name} is a "
+                          f"{have} model (use {hint})")
+
+
 def check_engines(strategy, target, draft) -> None:
     missing = set(strategy.needs) - set(target.capabilities)
     if missing:
@@ -160,6 +171,7 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
             not (Path(rc.results_dir) / rc.baseline / "rows.jsonl").exists():
         raise ConfigError(f"baseline run '{rc.baseline}' has no rows.jsonl (give a run folder, 'auto' or null)")
     task, strategy, model_spec = build(cfg)
+    check_paradigm(strategy, model_spec)
     strategy.bind_task(task)  # voting strategies take the answer functions here (never the gold)
     task.check_data()
     examples = task.load()

@@ -45,6 +45,16 @@ def _deterministic(yaml_text: str) -> bool:
     return bool(getattr(getattr(importlib.import_module(mod), cls), "deterministic", False))
 
 
+def _paradigm(yaml_text: str) -> str:
+    """autoregressive | diffusion: which kind of model the YAML's class decodes."""
+    import importlib
+    import re
+
+    target = re.search(r"^_target_:\s*(\S+)", yaml_text, re.M).group(1)
+    mod, _, cls = target.rpartition(".")
+    return getattr(getattr(importlib.import_module(mod), cls), "paradigm", "autoregressive")
+
+
 def cases() -> list[tuple[str, list[str]]]:
     """(case key, hydra overrides) for every strategy YAML."""
     out = []
@@ -57,6 +67,8 @@ def cases() -> list[tuple[str, list[str]]]:
             over += ["task=hyporadise", "task.sets=[atis]"]
         if name in ("exact_extract", "copy_constrained", "grad"):  # they use the task's documents
             over += ["task=multihop_qa", "task.order=gold"]
+        if _paradigm(text) == "diffusion":  # masked-diffusion strategies run on a tiny diffusion LM
+            over += ["model=tiny_random_dllm"]
         if name == "adadec":  # the shipped threshold belongs to Qwen: a number instead (H >= 5.5 nats pauses)
             over += ["strategy.threshold_path=null", "strategy.threshold=5.5"]
         temps = [0.0, 1.0] if "temperature:" in text else [None]

@@ -39,7 +39,7 @@ def lossless_cases():
                    "needs_artifact", False):  # e.g. a head trained for one draft: such strategies test
             continue  # themselves on tiny models (tests/test_specdec_pp_head.py)
         s = load_strategy(name)
-        if not s.lossless:
+        if not s.lossless or getattr(s, "paradigm", "autoregressive") != "autoregressive":  # dLLM: test_diffusion.py
             continue
         ks = [1, 3, 7] if hasattr(s, "k") else [None]
         kinds = ["other", "self", "perfect"] if s.draft is not None else [None]

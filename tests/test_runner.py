@@ -151,6 +151,9 @@ def test_every_strategy_carries_no_state_across_examples(name, tmp_path):
     if getattr(get_class(OmegaConf.load(ROOT / "conf" / "strategy" / f"{name}.yaml")._target_), "needs_artifact", False):
         pytest.skip("needs an artifact trained for its draft; tested on tiny models in its own test file")
     over = ["task.limit=3", "run.max_new_tokens=10", f"strategy={name}"]
+    if getattr(get_class(OmegaConf.load(ROOT / "conf" / "strategy" / f"{name}.yaml")._target_), "paradigm",
+               "autoregressive") == "diffusion":
+        over += ["model=tiny_random_dllm"]
     if "/model@draft" in text:
         over += ["model@strategy.draft=tiny_random", "strategy.draft.truncate_layers=1"]
     if "temperature:" in text and not getattr(get_class(OmegaConf.load(ROOT / "conf" / "strategy" /
