@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export HARNESS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: env demo test test-slow leaderboard bench packs-qwen packs-gemma hyperfit clean-results
+.PHONY: env demo test test-slow leaderboard bench packs-qwen packs-gemma hyperfit dllm-models learn2pd parallelbench clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,19 @@ hyperfit: $(STAMP)
 	  --prefixes 6 --generate 160 \
 	  --out ~/.cache/harness/hyperfit/smollm2-135m-gsm8k-train.safetensors \
 	  --config conf/model/smollm2_135m_hyperfit.yaml --report results/published/hyperfit_smollm2_135m.json
+
+# Diffusion LLMs (#14): a small masked-diffusion LM and its autoregressive twin trained on the Waiting Line
+# tasks (committed under results/dllm/; this rebuilds them: see tools/train_dllm.py for cost), Learn2PD's
+# filter for the dLLM, and ParallelBench's tokens-per-step sweep with the AUP table and plot.
+dllm-models: $(STAMP)
+	$(BIN)/python -m tools.train_dllm --out results/dllm/waitline --steps 1500
+
+learn2pd: $(STAMP)
+	$(BIN)/python -m tools.train_learn2pd --model waitline_mdlm --out results/dllm/learn2pd-waitline-mdlm.pt
+
+parallelbench: $(STAMP)
+	$(BIN)/python -m tools.parallelbench_sweep --model waitline_mdlm --ar waitline_ar \
+	  --out results/published/parallelbench_sweep
 
 clean-results:
 	rm -rf results/*/ 

@@ -269,8 +269,8 @@ class ModelSpec:
         device = "cuda" if self.device == "auto" and torch.cuda.is_available() else \
             ("cpu" if self.device == "auto" else self.device)
         model = model.to(device).eval()
-        return D.DiffusionEngine(model, tok, name=self.name, dtype=self.dtype, mask_id=int(mask),
-                                 shift=layout == "dream")
+        shift = layout == "dream" or bool(getattr(model.config, "dllm_logit_shift", False))
+        return D.DiffusionEngine(model, tok, name=self.name, dtype=self.dtype, mask_id=int(mask), shift=shift)
 
     def _snapshot(self) -> Path:
         """The checkpoint folder of a hub id (downloaded once) or a local folder."""

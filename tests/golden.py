@@ -115,6 +115,17 @@ def constant_head(path: Path, bias: float = 1.0) -> Path:
     return save_head(path, head, {"draft": {"name": "tiny-random", "num_layers": 1, "hidden_size": 64}})
 
 
+def seeded_filter(path: Path) -> Path:
+    """A Learn2PD filter with seeded random weights, for the tiny diffusion model."""
+    import torch
+
+    from strategies.learn2pd import Filter, save_filter
+
+    torch.manual_seed(0)
+    ident = {"name": "tiny-random-dllm", "vocabulary": "ByteTokenizer-260", "num_layers": 2, "hidden_size": 64}
+    return save_filter(path, Filter(), {"model": ident})
+
+
 def collect(only: list[str] | None = None) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
@@ -130,6 +141,8 @@ def collect(only: list[str] | None = None) -> dict:
         for key, over in cases():
             if only and key.split("|")[0] not in only:
                 continue
+            if key.startswith("learn2pd|"):
+                over = over + [f"strategy.filter_path={seeded_filter(Path(tmp) / 'filter.pt')}"]
             if key.startswith("specdec_pp|"):
                 if "perfect" in key or "peaked" in key:
                     continue  # a head belongs to one draft: the 1-layer one

@@ -191,30 +191,40 @@ def train(args) -> dict:
     record = {"tool": "tools.train_dllm", "tasks": tasks, "examples": len(rows), "dropped_eval_lists": dropped,
               "list_lengths": [args.min_n, args.max_n], "seed": args.seed,
               "train_seed_offset": TRAIN_SEED_OFFSET, "canvas": args.canvas, "vocab": len(tok),
-              "steps": args.steps, "batch": args.batch, "lr": args.lr, "threads": args.threads,
+              "steps": args.steps, "batch": args.batch, "init_from_ar": args.init_from_ar, "lr": args.lr, "threads": args.threads,
               "arch": {"hidden_size": args.width, "num_hidden_layers": args.layers, "heads": args.heads,
                        "intermediate_size": args.width * 3}, "data_seconds": round(gen_s, 1), "models": {}}
     for kind in args.kinds.split(","):
         diffusion = kind == "mdlm"
+        steps = args.mdlm_steps if diffusion and args.mdlm_steps else args.steps
         torch.manual_seed(args.seed)
         cfg = LlamaConfig(vocab_size=len(tok), hidden_size=args.width, intermediate_size=args.width * 3,
                           num_hidden_layers=args.layers, num_attention_heads=args.heads,
                           num_key_value_heads=args.heads, max_position_embeddings=256, tie_word_embeddings=True,
                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+        shift = diffusion and args.init_from_ar
         if diffusion:
             cfg.mask_token_id = tok.mask_token_id
+            cfg.dllm_logit_shift = bool(shift)
         model = LlamaForCausalLM(cfg)
+        if shift:  # Dream's recipe: start from the autoregressive twin, logits shifted one position
+            ar = Path(f"{args.out}-ar") / "model.safetensors"
+            if "ar" not in record["models"]:
+                raise SystemExit("error: --init-from-ar needs --kinds ar,mdlm (the twin first)")
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(str(ar)), strict=False)
         if diffusion:
             make_bidirectional(model)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
-        warm = max(args.steps // 20, 1)
+        warm = max(steps // 20, 1)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(
-            math.pi * min(s / args.steps, 1.0)))))
+            math.pi * min(s / steps, 1.0)))))
         g = torch.Generator().manual_seed(args.seed)
         order = torch.randperm(len(rows), generator=g).tolist()
         curve, t1, i = [], time.time(), 0
         model.train()
-        for step in range(args.steps):
+        for step in range(steps):
             if i + args.batch > len(order):
                 order, i = torch.randperm(len(rows), generator=g).tolist(), 0
             batch = [rows[j] for j in order[i:i + args.batch]]
@@ -231,8 +241,15 @@ def train(args) -> dict:
                 att = torch.zeros(ids.shape[0], 1, ids.shape[1], ids.shape[1])
                 att.masked_fill_(~real[:, None, None, :], torch.finfo(torch.float32).min)
                 h = model.model(input_ids=x, attention_mask=att, position_ids=pos).last_hidden_state
-                ce = torch.nn.functional.cross_entropy(model.lm_head(h[m]), ids[m], reduction="none")
-                loss = (ce / t.expand_as(ids)[m]).sum() / (len(batch) * args.canvas)
+                tw = t.expand_as(ids)
+                if shift:  # position i - 1 predicts token i
+                    ms = m[:, 1:]
+                    ce = torch.nn.functional.cross_entropy(model.lm_head(h[:, :-1][ms]), ids[:, 1:][ms],
+                                                           reduction="none")
+                    loss = (ce / tw[:, 1:][ms]).sum() / (len(batch) * args.canvas)
+                else:
+                    ce = torch.nn.functional.cross_entropy(model.lm_head(h[m]), ids[m], reduction="none")
+                    loss = (ce / tw[m]).sum() / (len(batch) * args.canvas)
             else:
                 h = model.model(input_ids=ids, attention_mask=real.long(), position_ids=pos).last_hidden_state
                 tgt = ans[:, 1:]
@@ -242,16 +259,16 @@ def train(args) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            if step % 50 == 0 or step == args.steps - 1:
+            if step % 50 == 0 or step == steps - 1:
                 curve.append([step, round(loss.item(), 4)])
-                print(f"[train_dllm] {kind} step {step}/{args.steps} loss {loss.item():.4f} "
+                print(f"[train_dllm] {kind} step {step}/{steps} loss {loss.item():.4f} "
                       f"({time.time() - t1:.0f} s)", flush=True)
         out = Path(f"{args.out}-{kind}")
         out.mkdir(parents=True, exist_ok=True)
         model.eval()
         model.save_pretrained(out)
         tok.save_pretrained(out)
-        record["models"][kind] = {"folder": str(out), "train_seconds": round(time.time() - t1, 1),
+        record["models"][kind] = {"folder": str(out), "steps": steps, "train_seconds": round(time.time() - t1, 1),
                                   "parameters": sum(p.numel() for p in model.parameters()),
                                   "sha256": file_sha256(out / "model.safetensors"), "loss_curve": curve}
     Path(f"{args.out}-train.json").write_text(json.dumps(record, indent=1))
@@ -265,6 +282,7 @@ def main(argv=None) -> int:
     p.add_argument("--kinds", default="mdlm,ar", help="which models: mdlm, ar (comma list)")
     p.add_argument("--examples", type=int, default=30000)
     p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--mdlm-steps", type=int, default=0, help="steps of the dLLM (0 = --steps)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--width", type=int, default=128)
@@ -274,6 +292,8 @@ def main(argv=None) -> int:
     p.add_argument("--min-n", type=int, default=2)
     p.add_argument("--max-n", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from-ar", action="store_true", help="start the dLLM from the AR twin's weights with "
+                   "logits shifted one position (Dream's recipe); needs --kinds ar,mdlm")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     rec = train(args)

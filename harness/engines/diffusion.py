@@ -19,7 +19,9 @@ Layouts:
   dream   Dream (Dream-org/Dream-v0-*): Qwen2 parameter names; its logits are SHIFTED (position i
           predicts token i + 1, inherited from its autoregressive initialisation), so the
           logits of answer position j are read at j - 1; mask id 151666.
-  hf      a plain transformers Llama / Qwen2 checkpoint trained as a masked-diffusion LM (ours).
+  hf      a plain transformers Llama / Qwen2 checkpoint trained as a masked-diffusion LM (ours;
+          `dllm_logit_shift: true` in its config when, like Dream, it was initialised from an
+          autoregressive model and reads answer position j's logits at j - 1).
 DiffusionGemma (transformers 5.24) does not fit this seam: it is a uniform-noise diffusion
 (the canvas starts as random tokens and rejected tokens are re-noised, no mask token), with an
 encoder over the prompt, a decoder over the canvas and a self-conditioning signal carried
