@@ -1,4 +1,7 @@
-"""Task variants used by the runner tests (targets for Hydra `_target_` overrides)."""
+"""Task variants used by the runner tests (targets for Hydra `_target_` overrides), and the
+runner tests' config builder."""
+
+from pathlib import Path
 
 from tasks.demo_arith import DemoArithmetic
 
@@ -34,3 +37,18 @@ class BarrierDemo(DemoArithmetic):
             while not Path(barrier).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
         return super().prompt(example)
+
+
+def cfg_for(tmp_path, *over):
+    """The runner config of a test: tiny random model, demo task, rows under tmp_path."""
+    from hydra import compose, initialize_config_dir
+
+    root = Path(__file__).resolve().parent.parent
+    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+        return compose("config", overrides=["model=tiny_random", "task=demo_arith", f"run.results_dir={tmp_path}",
+                                            "run.max_new_tokens=12", "run.progress=false", *over])
+
+
+def run_dirs(tmp_path):
+    """Run folders (with rows) under tmp_path."""
+    return sorted(p for p in Path(tmp_path).iterdir() if (p / "rows.jsonl").exists())

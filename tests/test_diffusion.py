@@ -22,6 +22,7 @@ from strategies.core.diffusion import Canvas, next_fix, position_scores
 from strategies.dllm_threshold import DllmThreshold
 from strategies.dllm_topk import DllmTopk
 from strategies.freedave import FreeDave
+from tests.helpers import cfg_for, run_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -40,18 +41,6 @@ def llama():
 
 def rng():
     return torch.Generator().manual_seed(0)
-
-
-def cfg_for(tmp_path, *over):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=["model=tiny_random", "task=demo_arith", f"run.results_dir={tmp_path}",
-                                            "run.max_new_tokens=12", "run.progress=false", *over])
-
-
-def run_dirs(tmp_path):
-    return sorted(p for p in Path(tmp_path).iterdir() if (p / "rows.jsonl").exists())
 
 
 # ---------------------------------------------------------------------------- the engine

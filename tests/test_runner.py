@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
@@ -18,18 +17,11 @@ from harness.errors import ConfigError
 from harness.runner import run
 from harness.store import read_rows
 from tests.conftest import ROOT
+from tests.helpers import cfg_for, run_dirs
 
 TIMING = {"wall_s", "ttft_s", "timestamp"}
 
 
-def cfg_for(tmp_path, *over):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=["model=tiny_random", "task=demo_arith", f"run.results_dir={tmp_path}",
-                                            "run.max_new_tokens=12", "run.progress=false", *over])
-
-
-def run_dirs(tmp_path):
-    return sorted(p for p in Path(tmp_path).iterdir() if (p / "rows.jsonl").exists())
 
 
 def strip(rows):

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="waitline_mdlm")
     ap.add_argument("--ar", default="waitline_ar", help="the autoregressive twin's model config ('' = none)")
-    ap.add_argument("--tasks", default="copy,reverse,shuffle,replace_index,replace_random")
+    ap.add_argument("--tasks", default="copy,shuffle,replace_index,replace_random")
     ap.add_argument("--ks", default="1,2,4,8,16,32")
     ap.add_argument("--rules", default="confidence")
     ap.add_argument("--gammas", default="0.5,0.7,0.9,0.99")

@@ -13,14 +13,16 @@ Data: the project's own generator (tools/parallelbench_gen._sample, the paper's 
 training seed (--seed, offset far from the paper's task seeds) and list lengths --min-n..--max-n;
 every training list whose names equal an evaluation row's list (the shipped waiting_line files,
 all ten tasks) is dropped, and the count is recorded. Prompts are the tasks' own templates
-(task_config.yaml). The models' chat template renders the LAST user turn only: they were trained
-on the tasks, so they need no in-context example, and it would double the canvas.
+(task_config.yaml). The models' chat template renders the LAST user turn only (trained on the
+tasks, they need no in-context example, and it would double the canvas), followed by 5 (NMAX - n)
+<|fill|> tokens for a list of n names, so that the answer starts at one fixed distance from the
+list (see CHAT_TEMPLATE): copying becomes one fixed-offset attention pattern per task.
 
 Tokenizer: word level (names, template words, digits, list punctuation; a token keeps its leading
 space, decoding concatenates), a real `tokenizers` tokenizer saved with the model, so both models
 load as ordinary transformers folders (AutoTokenizer / AutoModelForCausalLM).
 
-    python -m tools.train_dllm --out results/dllm/waitline --steps 1500     # make dllm-models
+    make dllm-models      # the shipped models: AR twin 4000 steps, then the dLLM from it, 3000 steps
 
 Writes <out>-mdlm/, <out>-ar/ (config, model.safetensors, tokenizer) and <out>-train.json (data,
 settings, loss curve, wall time, sha256 of both weight files). Deterministic on one machine type
@@ -39,9 +41,15 @@ import sys
 import time
 from pathlib import Path
 
-SPECIALS = ["[PAD]", "[UNK]", "[MASK]", "<|eos|>", "<|user|>", "<|assistant|>"]
+SPECIALS = ["[PAD]", "[UNK]", "[MASK]", "<|eos|>", "<|user|>", "<|assistant|>", "<|fill|>"]
 PRETOKEN = r" ?[A-Za-z0-9]+| ?[^A-Za-z0-9\s]|\s+"
-CHAT_TEMPLATE = ("{% for m in messages %}{% if loop.last %}<|user|>{{ m['content'] }}{% endif %}{% endfor %}"
+# The last user turn, then <|fill|> tokens so that a list of n <= NMAX names is followed by 5 (NMAX - n)
+# fillers: the answer then starts at the same distance from the prompt's list whatever n is (a list
+# of n names is 5n + 1 tokens), and copying item i is attention at one fixed offset per task, which a
+# model this small learns in minutes (without it, it must learn ordinal matching: far slower).
+CHAT_TEMPLATE = ("{% for m in messages %}{% if loop.last %}<|user|>{{ m['content'] }}"
+                 "{% set n = m['content'].count('\", \"') + 1 %}"
+                 "{% if n < NMAX %}{{ '<|fill|>' * (5 * (NMAX - n)) }}{% endif %}{% endif %}{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 TRAIN_SEED_OFFSET = 1_000_003  # training rngs: seed + this, far from the paper's task seeds (< 2^16)
 
@@ -50,7 +58,7 @@ def pieces(text: str) -> list[str]:
     return re.findall(PRETOKEN, text)
 
 
-def build_tokenizer(words: list[str]):
+def build_tokenizer(words: list[str], nmax: int = 6):
     """A word-level transformers tokenizer over `words` (+ the special tokens)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -62,8 +70,9 @@ def build_tokenizer(words: list[str]):
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(PRETOKEN), behavior="isolated")
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]",
-                                   eos_token="<|eos|>", additional_special_tokens=["<|user|>", "<|assistant|>"])
-    fast.chat_template = CHAT_TEMPLATE
+                                   eos_token="<|eos|>",
+                                   additional_special_tokens=["<|user|>", "<|assistant|>", "<|fill|>"])
+    fast.chat_template = CHAT_TEMPLATE.replace("NMAX", str(int(nmax)))
     return fast
 
 
@@ -180,7 +189,7 @@ def train(args) -> dict:
         raise SystemExit(f"error: unknown task(s) {unknown} (choose from {', '.join(sorted(cfgs))})")
     names = load_vocab(data_dir / "parallelbench" / "resources" / "first_last_names.yaml")
     t0 = time.time()
-    tok = build_tokenizer(vocabulary(cfgs, names))
+    tok = build_tokenizer(vocabulary(cfgs, names), args.max_n)
     examples, dropped = make_examples(tasks, args.examples, args.seed, args.min_n, args.max_n, cfgs,
                                       eval_lists(data_dir), names)
     rows = encode_all(tok, examples, args.canvas)
@@ -278,7 +287,7 @@ def train(args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.train_dllm", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output prefix: <out>-mdlm/, <out>-ar/, <out>-train.json")
-    p.add_argument("--tasks", default="copy,reverse,shuffle,replace_index,replace_random")
+    p.add_argument("--tasks", default="copy,shuffle,replace_index,replace_random")
     p.add_argument("--kinds", default="mdlm,ar", help="which models: mdlm, ar (comma list)")
     p.add_argument("--examples", type=int, default=30000)
     p.add_argument("--steps", type=int, default=1500)

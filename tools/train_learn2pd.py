@@ -67,7 +67,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="model config name (conf/model/*.yaml), kind: diffusion")
-    ap.add_argument("--tasks", default="copy,reverse,shuffle,replace_index,replace_random")
+    ap.add_argument("--tasks", default="copy,shuffle,replace_index,replace_random")
     ap.add_argument("--prompts", type=int, default=250)
     ap.add_argument("--canvas", type=int, default=32)
     ap.add_argument("--block-length", type=int, default=0)

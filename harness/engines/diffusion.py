@@ -34,8 +34,10 @@ from collections.abc import Sequence
 
 import torch
 
+from harness.engines.text import TokenizerText
 
-class DiffusionEngine:
+
+class DiffusionEngine(TokenizerText):
     """A masked-diffusion LM (bidirectional transformer) and its counters, batch of canvases."""
 
     paradigm = "diffusion"
@@ -66,7 +68,6 @@ class DiffusionEngine:
         self.forwards = 0
         self.tokens_fed = 0
         self.canvases_fed = 0
-        self._token_text: dict[int, str] = {}
 
     # ------------------------------------------------------------------ state (none: no cache)
     def reset(self) -> None:
@@ -99,46 +100,12 @@ class DiffusionEngine:
         logits = out.logits[:, -keep:].float().cpu()
         return logits[:, :n] if self.shift else logits  # Dream: position i - 1 predicts token i
 
-    # ------------------------------------------------------------------ text
-    def render(self, messages: list[dict] | str) -> list[int]:
-        tok = self.tokenizer
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
-        if getattr(tok, "chat_template", None):
-            enc = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            ids = enc["input_ids"] if isinstance(enc, dict) or hasattr(enc, "keys") else enc
-            return [int(i) for i in ids]
-        text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
-        return list(tok.encode(text, add_special_tokens=True))
-
+    # ------------------------------------------------------------------ text (TokenizerText + the mask)
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
-        return self.tokenizer.decode([int(i) for i in ids if int(i) != self.mask_id], skip_special_tokens=skip_special)
-
-    def encode(self, text: str, special: bool = False) -> list[int]:
-        return [int(t) for t in self.tokenizer.encode(text, add_special_tokens=special)]
-
-    def token_text(self, token: int) -> str:
-        s = self._token_text.get(token)
-        if s is None:
-            s = self._token_text[token] = self.tokenizer.decode([int(token)])
-        return s
+        return super().decode([int(i) for i in ids if int(i) != self.mask_id], skip_special)
 
     def special_id(self, kind: str) -> int | None:
-        if kind == "mask":
-            return self.mask_id
-        if kind not in ("eos", "pad", "unk", "bos"):
-            raise ValueError(f"unknown special token kind '{kind}'")
-        i = getattr(self.tokenizer, f"{kind}_token_id", None)
-        return i if isinstance(i, int) else None
-
-    def vocabulary_fingerprint(self) -> str:
-        from harness.engines.hf import vocabulary_fingerprint
-
-        return vocabulary_fingerprint(self.tokenizer)
-
-    def vocabulary_signature(self):
-        vocab = self.tokenizer.get_vocab() if hasattr(self.tokenizer, "get_vocab") else {}
-        return len(vocab), hash(frozenset(vocab.items()))
+        return self.mask_id if kind == "mask" else super().special_id(kind)
 
     # ------------------------------------------------------------------ what an AR strategy would call
     def forward(self, *a, **k):
