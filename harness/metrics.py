@@ -267,9 +267,10 @@ def aup(rho: list[float], y: list[float], y_max: float | None = None, alpha: flo
 
     rho: parallelism of each operating point (tokens per forward); y: its accuracy in PERCENT.
     Points are sorted by rho; only those with y >= y_1 - offset (y_1 = the accuracy at the
-    smallest rho) count; AUP = rho_1 y_1 + sum_i (rho_i - rho_{i-1}) (y_i W(y_i) + y_{i-1} W(y_{i-1})) / 2,
+    smallest rho) count; AUP = rho_1 y_1 W(y_1) + sum_i (rho_i - rho_{i-1}) (y_i W(y_i) + y_{i-1} W(y_{i-1})) / 2,
     the area under the weighted accuracy-parallelism curve, W penalising accuracy below y_max
-    (default: the best y given; the leaderboard uses the best of all methods on the task)."""
+    (default: the best y given; the leaderboard uses the best of all methods on the task). Our reading:
+    the first point is weighted too, so a fast method far below y_max is not rewarded for speed alone."""
     if len(rho) != len(y) or not rho:
         raise ValueError("aup needs equally many (> 0) parallelism and accuracy values")
     if any(r <= 0 for r in rho):
@@ -278,7 +279,7 @@ def aup(rho: list[float], y: list[float], y_max: float | None = None, alpha: flo
     y_max = max(y) if y_max is None else y_max
     y1 = pts[0][1]
     pts = [(r, a) for r, a in pts if a >= y1 - offset]
-    total = pts[0][0] * pts[0][1]
+    total = pts[0][0] * pts[0][1] * aup_weight(pts[0][1], y_max, alpha)
     for (r0, a0), (r1, a1) in zip(pts, pts[1:]):
         total += (r1 - r0) * (a1 * aup_weight(a1, y_max, alpha) + a0 * aup_weight(a0, y_max, alpha)) / 2
     return total
