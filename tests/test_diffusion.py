@@ -333,11 +333,12 @@ def test_aup_by_hand():
     from harness.metrics import aup
 
     # rho 1, 2, 4 at 90, 88, 60 %: the 60 point is more than 5 below 90 and is dropped;
-    # W(88) = exp(-3 (1 - 88/90)); AUP = 1 * 90 + (2 - 1) (88 W(88) + 90 * 1) / 2
+    # W(88) = exp(-3 (1 - 88/90)), W(90) = 1; AUP = 1 * 90 * 1 + (2 - 1) (88 W(88) + 90 * 1) / 2
     import math
 
     w = math.exp(-3 * (1 - 88 / 90))
     assert aup([2, 1, 4], [88, 90, 60]) == pytest.approx(90 + (88 * w + 90) / 2)
-    assert aup([1], [50], y_max=100) == 50
+    # one point at half the best accuracy: weighted by W(50) = exp(-1.5) (speed alone earns nothing)
+    assert aup([1], [50], y_max=100) == pytest.approx(50 * math.exp(-1.5))
     with pytest.raises(ValueError):
         aup([0], [1])

@@ -104,7 +104,7 @@ def test_speculative_counts_forwards(tiny_target, tiny_selfdraft):
 def test_all_strategy_yamls_instantiate():
     for name in NAMES:
         # a per-model artifact (AdaDec's threshold) exists for the packed models, not the tiny one
-        over = ["model=qwen25_coder_05b"] if name == "adadec" else []
+        over = {"adadec": ["model=qwen25_coder_05b"], "learn2pd": ["model=waitline_mdlm"]}.get(name, [])
         s = load_strategy(name, over)
         assert s.params()["name"]
         assert Path(ROOT / "conf" / "strategy" / f"{name}.yaml").read_text().lstrip().startswith("#")
