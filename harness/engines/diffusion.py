@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import torch
 
-from harness.engines.text import TokenizerText
+from harness.engines.text import TokenizerText, eos_set
 
 
 class DiffusionEngine(TokenizerText):
@@ -57,13 +57,7 @@ class DiffusionEngine(TokenizerText):
             raise ValueError(f"{name}: mask id {mask_id} outside the vocabulary ({self.vocab_size})")
         make_bidirectional(model)
         self.capabilities = frozenset({"canvas"})
-        eos = set()
-        for src in (getattr(tokenizer, "eos_token_id", None), getattr(model.config, "eos_token_id", None)):
-            if isinstance(src, int):
-                eos.add(src)
-            elif isinstance(src, (list, tuple)):
-                eos.update(int(x) for x in src)
-        self.eos_ids = frozenset(eos)
+        self.eos_ids = eos_set(getattr(tokenizer, "eos_token_id", None), getattr(model.config, "eos_token_id", None))
         self.hidden: dict[int, torch.Tensor] = {}
         self.forwards = 0
         self.tokens_fed = 0

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
-from harness.engines.text import TokenizerText, vocabulary_fingerprint  # noqa: F401 (re-exported)
+from harness.engines.text import TokenizerText, eos_set, vocabulary_fingerprint  # noqa: F401 (re-exported)
 
 
 # architectures whose decoder layers `forward_layers` drives directly (embed -> layers -> norm -> head)
@@ -51,14 +51,9 @@ class HFEngine(TokenizerText):
         self.capabilities = frozenset({"hidden_states"} | (set() if sliding else {"rollback", "tree_mask"})
                                       | ({"early_exit"} if not sliding and getattr(model.config, "model_type", "")
                                          in EARLY_EXIT_ARCHS else set()))
-        eos = set()
-        for src in (getattr(tokenizer, "eos_token_id", None), getattr(model.generation_config, "eos_token_id", None)
-                    if getattr(model, "generation_config", None) is not None else None):
-            if isinstance(src, int):
-                eos.add(src)
-            elif isinstance(src, (list, tuple)):
-                eos.update(int(x) for x in src)
-        self.eos_ids = frozenset(eos)
+        gen = getattr(model, "generation_config", None)
+        self.eos_ids = eos_set(getattr(tokenizer, "eos_token_id", None),
+                               getattr(gen, "eos_token_id", None) if gen is not None else None)
         self.hidden: dict[int, torch.Tensor] = {}
         self.forwards = 0
         self.tokens_fed = 0

@@ -59,6 +59,17 @@ class TokenizerText:
         return ("bytes", len(tok))
 
 
+def eos_set(*sources) -> frozenset:
+    """The end-of-sequence ids named by several sources (an int, a list of ints, or None each)."""
+    eos = set()
+    for src in sources:
+        if isinstance(src, int):
+            eos.add(src)
+        elif isinstance(src, (list, tuple)):
+            eos.update(int(x) for x in src)
+    return frozenset(eos)
+
+
 def vocabulary_fingerprint(tok) -> str:
     """A stable identity of a tokenizer's token <-> id map (same across processes)."""
     import hashlib
