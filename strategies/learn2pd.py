@@ -35,8 +35,9 @@ def features(canvas, logits: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     ent = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
     m = canvas.masked()
     L = canvas.L
-    left = torch.tensor([1.0 if j == 0 or not bool(m[j - 1]) else 0.0 for j in act.tolist()])
-    right = torch.tensor([1.0 if j == L - 1 or not bool(m[j + 1]) else 0.0 for j in act.tolist()])
+    edge = torch.ones(1, dtype=torch.bool)
+    left = torch.cat([edge, ~m[:-1]])[act].float()  # the left neighbour is fixed (or the canvas edge)
+    right = torch.cat([~m[1:], edge])[act].float()
     rank = torch.empty(len(act))
     rank[ranked(top[:, 0])] = torch.arange(len(act), dtype=torch.float) / max(len(act), 1)
     return torch.stack([top[:, 0], top[:, 0] - top[:, 1], ent, act.float() / L,

@@ -288,7 +288,7 @@ def test_learn2pd_filter_trains_and_trades_forwards(tmp_path, llama):
     path = save_filter(tmp_path / "f.pt", f, {"model": model_identity(llama)})
     fw = [Learn2PD(str(path), threshold=t, eos_stop=False).generate(llama, PROMPTS[0], 10, rng()).target_forwards
           for t in (0.05, 0.5, 0.99)]
-    assert fw[0] <= fw[1] <= fw[2] <= 10 and fw[0] < 10
+    assert fw[0] <= fw[1] <= fw[2] <= 10 and fw[0] < fw[2]  # the threshold really trades forwards
 
 
 def test_learn2pd_refuses_a_foreign_filter(tmp_path, llama):

@@ -62,6 +62,7 @@ class Canvas:
         self.eos_ids = engine.eos_ids
         self.eos_fill = min(self.eos_ids) if self.eos_ids else None
         self.eos_stop = bool(eos_stop) and self.eos_fill is not None
+        self._eos_t = torch.tensor(sorted(self.eos_ids), dtype=torch.long)
         self.ids = torch.tensor(list(prompt_ids) + [self.mask_id] * self.L, dtype=torch.long)
         self.trace = Trace()
         self.trace.budget = self.L
@@ -88,10 +89,8 @@ class Canvas:
         return idx[(idx >= b * self.block) & (idx < (b + 1) * self.block)]
 
     def _first_eos(self, ids: torch.Tensor) -> int | None:
-        for j, t in enumerate(ids[self.P:].tolist()):
-            if t in self.eos_ids:
-                return j
-        return None
+        hit = torch.nonzero(torch.isin(ids[self.P:], self._eos_t)).flatten()
+        return int(hit[0]) if hit.numel() else None
 
     def is_done(self, ids: torch.Tensor | None = None) -> bool:
         ids = self.ids if ids is None else ids
