@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export HARNESS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: env demo test test-slow leaderboard bench packs-qwen packs-gemma hyperfit dllm-models learn2pd parallelbench clean-results
+.PHONY: env demo test test-slow leaderboard cards bench packs-qwen packs-gemma hyperfit dllm-models learn2pd parallelbench clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ test-slow: $(STAMP)
 
 leaderboard: $(STAMP)
 	$(BIN)/python -m harness.leaderboard
+
+# Paper cards (#15): one page per seed paper, claim beside our measurement, recomputed from committed rows
+cards: $(STAMP)
+	$(BIN)/python -m harness.cards
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_decoding.py
@@ -65,7 +69,11 @@ dllm-models: $(STAMP)
 learn2pd: $(STAMP)
 	$(BIN)/python -m tools.train_learn2pd --model waitline_mdlm --out results/dllm/learn2pd-waitline-mdlm.pt
 
-parallelbench: $(STAMP)
+parallel# Paper cards (#15): one page per seed paper, claim beside our measurement, recomputed from committed rows
+cards: $(STAMP)
+	$(BIN)/python -m harness.cards
+
+bench: $(STAMP)
 	$(BIN)/python -m tools.parallelbench_sweep --model waitline_mdlm --ar waitline_ar \
 	  --out results/published/parallelbench_sweep
 
