@@ -173,14 +173,16 @@ def main(argv: list[str] | None = None) -> int:
 
     df_all = pd.DataFrame(table_rows(runs))
     out.mkdir(parents=True, exist_ok=True)
-    index = ["# Leaderboard", "", SPEEDUP_NOTE, ""]
+    index = ["# Leaderboard", "", SPEEDUP_NOTE, "", "HTML report (sortable tables, plots, outputs side by side): [report.html](report.html)", ""]
+    sections = []
     for task, df in df_all.groupby("task", dropna=False, sort=True):
         df = df.sort_values(["model", "dtype", "max_new_tokens", "strategy", "run"], na_position="last")
         qm = next((m for m in df["quality_metric"] if m), "quality")
         qd = next((d for d in df["quality_direction"] if isinstance(d, str) and d), "higher")
         extra = sorted(c for c in df.columns if c.startswith(("score_", "extra_")) and df[c].notna().any())
         full = df[COLUMNS + extra].reset_index(drop=True)  # CSV / Parquet: + secondary metrics, strategy counters
-        if "extra_generated_tokens" in df.columns and df["extra_generated_tokens"].notna().any():
+        budget_plot = "extra_generated_tokens" in df.columns and df["extra_generated_tokens"].notna().any()
+        if budget_plot:
             plot = out / f"{safe_name(task)}_accuracy_vs_tokens.png"
             pts = df.copy()  # one-sample baselines generate exactly their new tokens
             single = pts["extra_generated_tokens"].isna() & pts["strategy"].isin(["greedy", "sampling"])
@@ -188,18 +190,26 @@ def main(argv: list[str] | None = None) -> int:
                                                          / (pts.loc[single, "n"] - pts.loc[single, "errors"]))
             write_budget_plot(pts[pts["extra_generated_tokens"].notna()], plot, str(task), qm, qd)
             print(f"[leaderboard] {task}: {plot.name} (test-time scaling: quality vs generated tokens)")
+        plots = [out / f"{safe_name(task)}_accuracy_vs_tokens.png"] if budget_plot else []
+        task_runs = [r for r in runs if r["dir"].name in set(df["run"])]
         df = df[COLUMNS].reset_index(drop=True)
         name = safe_name(task)
         full.to_csv(out / f"{name}.csv", index=False)
         full.to_parquet(out / f"{name}.parquet", index=False)
         write_markdown(df, out / f"{name}.md", str(task), qm, qd)
         write_plot(df, out / f"{name}_quality_vs_speed.png", str(task), qm, qd)
+        sections.append({"task": task, "label": metrics.quality_label(qm, qd), "df": df, "runs": task_runs,
+                         "plots": [out / f"{name}_quality_vs_speed.png"] + plots})
         index.append(f"- **{task}** ({len(df)} run(s), quality = {metrics.quality_label(qm, qd)}): [{name}.md]({name}.md), "
                      f"[{name}.csv]({name}.csv), [{name}.parquet]({name}.parquet), "
                      f"[plot]({name}_quality_vs_speed.png)")
         print(f"[leaderboard] {task}: {len(df)} run(s) -> {out / name}.{{csv,parquet,md}}, "
               f"{name}_quality_vs_speed.png")
     (out / "README.md").write_text("\n".join(index) + "\n")
+    from harness.report import write_report
+
+    report = write_report(sections, out / "report.html", SPEEDUP_NOTE)
+    print(f"[leaderboard] HTML report {report} (self-contained)")
     print(f"[leaderboard] {len(runs)} run(s) in {df_all['task'].nunique(dropna=False)} task(s); index {out / 'README.md'}")
     return 0
 
