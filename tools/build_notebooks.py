@@ -193,10 +193,10 @@ Qwen2.5-Coder-0.5B fp32, the first 50 ATIS test utterances, zero-shot, the paper
 p = compare.PUBLISHED / "hyporadise_atis50_qwen05b_fp32.json"
 if p.exists():
     wer = compare.runs_table(p.name)[["strategy", "n", "quality", "ci_low", "ci_high"]]
-    orc = json.loads((compare.PUBLISHED / "hyporadise_atis50_oracles.json").read_text())[0]
-    bars = list(wer.itertuples()) 
-    names = list(wer["strategy"]) + ["o_nb (oracle)", "o_cp (oracle)"]
-    vals = list(wer["quality"]) + [orc["utt"]["onb"], orc["utt"].get("ocp")]
+    orc = json.loads((compare.PUBLISHED / "hyporadise_atis50_oracles.json").read_text())["sets"][0]
+    names = [{"nbest_first": "1-best", "nbest_rerank": "LM rerank", "greedy": "zero-shot correction"}.get(s, s)
+             for s in wer["strategy"]] + ["o_nb (oracle)", "o_cp (oracle)"]
+    vals = list(wer["quality"]) + [orc["onb_utt"], orc["ocp_utt"]]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(names, vals, color=["tab:blue"] * len(wer) + ["tab:grey"] * 2)
     ax.set_ylabel("utterance WER (lower is better)")
@@ -229,6 +229,72 @@ if p.exists():
     display(orders[["order", "n", "quality", "ci_low", "ci_high", "squad_f1"]])
 else:
     print("no document-order rows stored yet")"""),
+    ],
+    "information_surplus": [
+        ("md", """# The information surplus of hidden states (the Markov-categorical view)
+
+The claim: the hidden state at position t carries information about tokens beyond t + 1, the
+surplus that multi-token drafters exploit. Our measurement (`python -m tools.spec_analysis
+surplus`): linear probes on SmolLM2-135M's final hidden states over GSM8K train text predict the
+token at t + d; held-out accuracy by distance d is set beside what the current token alone
+predicts (the surplus is the gap), and beside the chain acceptance of the probes used as a
+Medusa-style draft (heads 1..j all right)."""),
+        ("code", SETUP),
+        ("code", claims_cell("analysis")),
+        ("code", """import json
+rec = json.loads((compare.PUBLISHED / "information_surplus_smollm2.json").read_text())
+by_d = pd.DataFrame(rec["by_distance"])
+chain = pd.DataFrame(rec["chain_acceptance"])
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+a1.plot(by_d["distance"], by_d["probe_acc"], marker="o", label="probe on h_t")
+a1.plot(by_d["distance"], by_d["current_token_acc"], marker="s", label="current token alone")
+if "lm_head_acc" in by_d:
+    a1.scatter([1], [by_d["lm_head_acc"].iloc[0]], marker="*", s=120, color="k", label="the model's LM head (d = 1)")
+a1.set_xlabel("distance d (predict token t + d)")
+compare.accuracy_axis(a1, "held-out top-1 accuracy")
+a1.legend(fontsize=7)
+a1.set_title(f"{rec['model']}: what h_t knows about t + d")
+a2.plot(chain["depth"], chain["accepted_all"], marker="o")
+a2.set_xlabel("draft depth j (probe heads 1..j)")
+compare.accuracy_axis(a2, "share of positions accepted in full")
+a2.set_title("the probes as a draft: acceptance by depth")
+fig.tight_layout()
+display(Markdown(f"corpus: {rec['corpus']}; top-{rec['top_k']} tokens cover {rec['top_k_token_coverage']:.1%} of the text"))
+by_d.round(3)"""),
+    ],
+    "scaling_laws": [
+        ("md", """# Scaling laws for speculative decoding: acceptance vs draft capacity
+
+The claim (Scylla): the acceptance rate is log-linear in the draft's pre-training tokens, its
+capacity and the batch size. Our measurement (`python -m tools.spec_analysis scaling`): nested
+drafts of one family, the first k layers of Qwen2.5-Coder-1.5B (its own norm and head), and the
+separate 0.5B model of the pair, on the 1.5B's own greedy continuations of GSM8K prompts. We fit
+alpha = a + b log10(N) over the nested drafts (N = non-embedding parameters) and show the fit's
+error; only capacity varies here (pre-training tokens and batch size do not)."""),
+        ("code", SETUP),
+        ("code", claims_cell("analysis")),
+        ("code", """import json
+import numpy as np
+rec = json.loads((compare.PUBLISHED / "scaling_nested_qwen15.json").read_text())
+nested = pd.DataFrame(rec["nested"])
+fit_pts = nested[nested["layers"] < rec["target_layers"]]  # the full model drafting for itself is alpha = 1 by construction
+x, y = np.log10(fit_pts["nonembedding_params"]), fit_pts["alpha"]
+b, a = np.polyfit(x, y, 1)
+resid = y - (a + b * x)
+fig, ax = plt.subplots(figsize=(7, 4))
+ax.scatter(fit_pts["nonembedding_params"], y, label="first-k-layer drafts of the 1.5B")
+xx = np.linspace(x.min(), x.max(), 50)
+ax.plot(10 ** xx, a + b * xx, "--", label=f"fit: alpha = {a:.2f} + {b:.2f} log10 N (RMS error {np.sqrt((resid ** 2).mean()):.3f})")
+if "separate_draft" in rec:
+    sd = rec["separate_draft"]
+    ax.scatter([sd["nonembedding_params"]], [sd["alpha"]], marker="*", s=160, color="tab:red", label=f"separate draft {sd['model']}")
+ax.set_xscale("log")
+ax.set_xlabel("draft non-embedding parameters N (log)")
+compare.accuracy_axis(ax, "greedy acceptance alpha (top-1 agreement)")
+ax.legend(fontsize=7)
+ax.set_title(f"{rec['target']} ({rec['dtype']}): {rec['text']}")
+fig.tight_layout()
+nested.assign(fit=(a + b * np.log10(nested["nonembedding_params"])).round(3)).round(4)"""),
     ],
 }
 

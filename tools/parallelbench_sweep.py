@@ -103,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gammas", default="0.5,0.7,0.9,0.99")
     ap.add_argument("--filter-thresholds", default="0.3,0.5,0.7,0.9")
     ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--task-limits", default="", help="per-task limits overriding --limit, e.g. shuffle=40,replace_random=40")
+    ap.add_argument("--rule-ks", default=None, help="tokens per step for the non-confidence rules (default: --ks)")
     ap.add_argument("--results", default="results", help="where the run folders go")
     ap.add_argument("--out", required=True, help="output prefix: <out>.json, <out>.png")
     args = ap.parse_args(argv)
@@ -110,27 +112,31 @@ def main(argv=None) -> int:
     filt = ROOT / "results" / "dllm" / f"learn2pd-{_model_name(args.model)}.pt"
     t0 = time.time()
     points = []
+    limits = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.task_limits.split(",") if kv}
     for t in tasks:
+        limit = limits.get(t, args.limit)
         for rule in args.rules.split(","):
-            for k in map(int, args.ks.split(",")):
-                p = run_one(args.model, "dllm_topk", t, args.limit, args.results, [f"strategy.k={k}", f"strategy.rule={rule}"])
+            ks = args.ks if rule == "confidence" or not args.rule_ks else args.rule_ks
+            for k in map(int, ks.split(",")):
+                p = run_one(args.model, "dllm_topk", t, limit, args.results, [f"strategy.k={k}", f"strategy.rule={rule}"])
                 points.append({**p, "family": "dllm_topk" if rule == "confidence" else f"dllm_topk_{rule}", "k": k})
         for g in map(float, args.gammas.split(",")):
-            p = run_one(args.model, "dllm_threshold", t, args.limit, args.results, [f"strategy.gamma={g}"])
+            p = run_one(args.model, "dllm_threshold", t, limit, args.results, [f"strategy.gamma={g}"])
             points.append({**p, "family": "dllm_threshold", "gamma": g})
         if filt.exists():
             for th in map(float, args.filter_thresholds.split(",")):
-                p = run_one(args.model, "learn2pd", t, args.limit, args.results, [f"strategy.threshold={th}"])
+                p = run_one(args.model, "learn2pd", t, limit, args.results, [f"strategy.threshold={th}"])
                 points.append({**p, "family": "learn2pd", "threshold": th})
-        p = run_one(args.model, "freedave", t, args.limit, args.results)
+        p = run_one(args.model, "freedave", t, limit, args.results)
         points.append({**p, "family": "freedave"})
         if args.ar:
-            p = run_one(args.ar, "greedy", t, args.limit, args.results)
+            p = run_one(args.ar, "greedy", t, limit, args.results)
             points.append({**p, "family": "ar_twin", "positions_per_forward": p["tokens_per_forward"]})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = aup_table([p for p in points if p["family"] != "freedave"], tasks)
-    rec = {"model": args.model, "ar_twin": args.ar, "tasks": tasks, "limit": args.limit, "canvas": 32,
+    rec = {"model": args.model, "ar_twin": args.ar, "tasks": tasks, "limit": args.limit,
+           "task_limits": {t: limits.get(t, args.limit) for t in tasks}, "canvas": 32,
            "aup": table, "aup_definition": "harness.metrics.aup: alpha 3, offset 5 points, y_max = best accuracy on the task",
            "seconds": round(time.time() - t0, 1), "points": points}
     out.with_suffix(".json").write_text(json.dumps(rec, indent=1) + "\n")
