@@ -220,6 +220,8 @@ if p.exists():
     orders = compare.runs_table(p.name)
     import json
     orders["order"] = [r["task_options"].get("order") for r in json.loads(p.read_text())]
+    rank = {o: i for i, o in enumerate(["original", "forward", "backward", "forward_k", "rm_first", "random", "gold"])}
+    orders = orders.sort_values("order", key=lambda s: s.map(rank)).reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.errorbar(orders["order"], orders["quality"], yerr=[orders["quality"] - orders["ci_low"], orders["ci_high"] - orders["quality"]],
                 fmt="o", capsize=4)
