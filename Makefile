@@ -37,6 +37,10 @@ leaderboard: $(STAMP)
 cards: $(STAMP)
 	$(BIN)/python -m harness.cards
 
+# Paper cards (#15): one page per seed paper, claim beside our measurement, recomputed from committed rows
+cards: $(STAMP)
+	$(BIN)/python -m harness.cards
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_decoding.py
 
@@ -69,11 +73,7 @@ dllm-models: $(STAMP)
 learn2pd: $(STAMP)
 	$(BIN)/python -m tools.train_learn2pd --model waitline_mdlm --out results/dllm/learn2pd-waitline-mdlm.pt
 
-parallel# Paper cards (#15): one page per seed paper, claim beside our measurement, recomputed from committed rows
-cards: $(STAMP)
-	$(BIN)/python -m harness.cards
-
-bench: $(STAMP)
+parallelbench: $(STAMP)
 	$(BIN)/python -m tools.parallelbench_sweep --model waitline_mdlm --ar waitline_ar \
 	  --rules confidence,margin,entropy,random --rule-ks 1,4,32 \
 	  --task-limits shuffle=40,replace_index=40,replace_random=40 --results results/pb \
