@@ -37,10 +37,6 @@ leaderboard: $(STAMP)
 cards: $(STAMP)
 	$(BIN)/python -m harness.cards
 
-# Paper cards (#15): one page per seed paper, claim beside our measurement, recomputed from committed rows
-cards: $(STAMP)
-	$(BIN)/python -m harness.cards
-
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_decoding.py
 
