@@ -176,6 +176,19 @@ for ax, t in zip(axes, tasks):
     compare.accuracy_axis(ax)
 axes[0].legend(fontsize=6)
 fig.tight_layout()"""),
+        ("code", """# Forwards vs quality (Learn2PD's curve: its filter threshold; Fast-dLLM's gamma; top-k's k)
+fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), sharey=True)
+for ax, t in zip(axes, tasks):
+    d = pts[(pts["task"] == t) & pts["family"].isin(["dllm_topk", "dllm_threshold", "learn2pd", "freedave"])]
+    for fam, g in d.groupby("family"):
+        g = g.sort_values("forwards_per_example")
+        ax.plot(g["forwards_per_example"], g["accuracy"], marker="o", label=fam)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("forwards per example")
+    ax.set_title(t)
+    compare.accuracy_axis(ax)
+axes[0].legend(fontsize=6)
+fig.tight_layout()"""),
         ("code", """import json
 aup = pd.DataFrame(json.loads((compare.PUBLISHED / "parallelbench_sweep.json").read_text())["aup"]).T
 display(Markdown("### AUP per task and strategy (d3LLM weighting)"))

@@ -83,7 +83,7 @@ def train_probe(x, y, classes: int, steps: int, lr: float = 0.01, wd: float = 1e
         with torch.no_grad():
             return w((z - mu) / sd).argmax(-1)
 
-    return predict, float(loss)
+    return predict, float(loss.detach())
 
 
 def surplus(a) -> dict:
