@@ -103,6 +103,11 @@ def _runs_metric(run: dict, metric: str) -> tuple[float, tuple | None, int]:
     if metric == "solved":  # binary quality as a count (k of n)
         vals = [r["quality"] for r in rows if r.get("quality") is not None]
         return float(sum(v >= 1.0 for v in vals)), None, len(vals)
+    if metric == "large_share":  # model-switching strategies: large-model tokens / new tokens
+        got = metrics.large_share(rows, sum(r.get("new_tokens") or 0 for r in rows))
+        if not got:
+            raise ClaimError(f"run {run.get('run')} rows have no extra.large_tokens")
+        return float(got["large_share"]), None, n
     if metric == "n":
         return float(n), None, n
     if metric == "errors":
@@ -117,7 +122,7 @@ def _runs_metric(run: dict, metric: str) -> tuple[float, tuple | None, int]:
         if not vals:
             raise ClaimError(f"run {run.get('run')} rows have no extra.{key}")
         return float(np.mean(vals)), metrics.bootstrap_ci(vals), len(vals)
-    raise ClaimError(f"unknown runs metric {metric!r} (quality, solved, n, errors, tokens_per_example, extra_<counter>)")
+    raise ClaimError(f"unknown runs metric {metric!r} (quality, solved, large_share, n, errors, tokens_per_example, extra_<counter>)")
 
 
 def _bench_metric(data: dict, method: str, metric: str, baseline: str, n_boot: int = 2000):

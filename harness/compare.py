@@ -113,3 +113,28 @@ def plot_speedup_vs_mat(tables: dict, ax) -> None:
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+
+
+def per_task_curves(pts: pd.DataFrame, x: str, xlabel: str, families=None, ar_line: bool = False):
+    """One panel per task: accuracy against column `x` for every family (log2 x axis)."""
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(pts["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), sharey=True, squeeze=False)
+    for ax, t in zip(axes[0], tasks):
+        d = pts[(pts["task"] == t) & (pts["family"] != "ar_twin")]
+        if families is not None:
+            d = d[d["family"].isin(families)]
+        for fam, g in d.groupby("family"):
+            g = g.sort_values(x)
+            ax.plot(g[x], g["accuracy"], marker="o", label=fam)
+        ar = pts[(pts["task"] == t) & (pts["family"] == "ar_twin")]
+        if ar_line and len(ar):
+            ax.axhline(float(ar["accuracy"].iloc[0]), color="k", ls="--", lw=1, label="AR twin")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_title(t)
+        accuracy_axis(ax)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig

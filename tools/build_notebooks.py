@@ -75,18 +75,35 @@ print(open(compare.PUBLISHED / "forward_cost_qwen15_bf16.txt").read())"""),
         ("md", """# Lossy acceleration: Entropy Adaptive Decoding and Superposed Decoding
 
 Both trade exactness for speed; the comparison is quality vs cost (share of tokens from the large
-model for EAD; wall time vs k nucleus samples for Superposed Decoding). Neither has stored rows
-yet: the table says so rather than showing a number the rows do not back. The EAD curve is one
-command away: `python -m harness -m experiment=ead_sweep strategy.tau=-1,0.5,1.0,2.0,1e9`."""),
+model for EAD; wall time vs k nucleus samples for Superposed Decoding). EAD: the Qwen 0.5B / 1.5B
+pair on 8 GSM8K problems (`python -m harness experiment=ead_sweep strategy.tau=TAU task.limit=8
+run.max_new_tokens=192`). Superposed Decoding has no stored rows yet: its line says "not run"
+rather than showing a number the rows do not back."""),
         ("code", SETUP),
         ("code", claims_cell("lossy")),
-        ("code", """measured = claims[claims["ours"] != "not run"]
-print(f"{len(measured)} measured quantities in this family")
-fig, ax = plt.subplots(figsize=(6, 3))
-ax.barh(claims["our quantity"], [1] * len(claims), color=["tab:green" if v != "not run" else "lightgrey" for v in claims["ours"]])
-ax.set_xticks([])
-ax.set_title("lossy acceleration: grey = not run yet")
-fig.tight_layout()"""),
+        ("code", """# EAD's cost/quality curve: accuracy vs the share of tokens the large model produced (tau sweep)
+p = compare.PUBLISHED / "ead_gsm8k8_qwen_pair_bf16.json"
+if p.exists():
+    import json
+    runs = json.loads(p.read_text())
+    ead = compare.runs_table(p.name)
+    ead["tau"] = [r["strategy_params"]["tau"] for r in runs]
+    ead["large share"] = [sum((x.get("extra") or {}).get("large_tokens", 0) for x in r["rows"]) /
+                          max(sum(x.get("new_tokens") or 0 for x in r["rows"]), 1) for r in runs]
+    ead = ead.sort_values("large share")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(ead["large share"], ead["quality"], yerr=[ead["quality"] - ead["ci_low"], ead["ci_high"] - ead["quality"]],
+                marker="o", capsize=3)
+    for rec in ead.to_dict("records"):
+        ax.annotate(f"tau={rec['tau']:g}", (rec["large share"], rec["quality"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_xlabel("share of tokens from the large model")
+    compare.accuracy_axis(ax)
+    ax.set_title("EAD, Qwen 0.5B / 1.5B, GSM8K (8 problems)")
+    fig.tight_layout()
+    display(ead[["tau", "n", "quality", "ci_low", "ci_high", "large share", "new_tokens / example"]])
+else:
+    print("no EAD rows stored yet")"""),
     ],
     "test_time_search": [
         ("md", """# Test-time search: A*-decoding and its baselines
@@ -160,35 +177,10 @@ this CPU on the waiting-line tasks (`make dllm-models`), evaluated on the shippe
         ("code", SETUP),
         ("code", claims_cell("diffusion")),
         ("code", """pts = compare.parallelbench_points()
-tasks = list(dict.fromkeys(pts["task"]))
-fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), sharey=True)
-for ax, t in zip(axes, tasks):
-    d = pts[pts["task"] == t]
-    for fam, g in d[d["family"] != "ar_twin"].groupby("family"):
-        g = g.sort_values("positions_per_forward")
-        ax.plot(g["positions_per_forward"], g["accuracy"], marker="o", label=fam)
-    ar = d[d["family"] == "ar_twin"]
-    if len(ar):
-        ax.axhline(float(ar["accuracy"].iloc[0]), color="k", ls="--", lw=1, label="AR twin")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("positions settled per forward")
-    ax.set_title(t)
-    compare.accuracy_axis(ax)
-axes[0].legend(fontsize=6)
-fig.tight_layout()"""),
+compare.per_task_curves(pts, "positions_per_forward", "positions settled per forward", ar_line=True);"""),
         ("code", """# Forwards vs quality (Learn2PD's curve: its filter threshold; Fast-dLLM's gamma; top-k's k)
-fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), sharey=True)
-for ax, t in zip(axes, tasks):
-    d = pts[(pts["task"] == t) & pts["family"].isin(["dllm_topk", "dllm_threshold", "learn2pd", "freedave"])]
-    for fam, g in d.groupby("family"):
-        g = g.sort_values("forwards_per_example")
-        ax.plot(g["forwards_per_example"], g["accuracy"], marker="o", label=fam)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("forwards per example")
-    ax.set_title(t)
-    compare.accuracy_axis(ax)
-axes[0].legend(fontsize=6)
-fig.tight_layout()"""),
+compare.per_task_curves(pts, "forwards_per_example", "forwards per example",
+                        families=["dllm_topk", "dllm_threshold", "learn2pd", "freedave"]);"""),
         ("code", """import json
 aup = pd.DataFrame(json.loads((compare.PUBLISHED / "parallelbench_sweep.json").read_text())["aup"]).T
 display(Markdown("### AUP per task and strategy (d3LLM weighting)"))
