@@ -2,6 +2,7 @@
 each loads offline from HARNESS_DATA_DIR, builds chat prompts, declares its metric's direction,
 scores its own gold output best and an empty output worst."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,29 @@ from tests.conftest import ROOT
 
 NAMES = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))
 OVERRIDES = {"humaneval": ["task.execute=true"]}  # score by running the code (sandboxed)
+FIXTURE_TASKS = {"hypogen"}  # data not available offline here: a fixture the test writes, in the data's schema
 
 
-def load_task(name):
+def hypogen_fixture(folder: Path) -> Path:
+    """Three rows in HypoGen's Bit-Flip-Spark schema (column case as a dump might have it)."""
+    rows = [{"Bit": "Attention must be computed over every pair of tokens.",
+             "Flip": "Approximate attention with a low-rank kernel so cost grows linearly with length.",
+             "Spark": "Kernel feature maps factorise the softmax."},
+            {"Bit": "Speculative decoding needs a separately trained draft model.",
+             "Flip": "Draft from the target's own n-gram statistics, with no second model.",
+             "Spark": "Text repeats itself."},
+            {"Bit": "Larger batches always train faster.",
+             "Flip": "Past a critical batch size, more data per step stops reducing the number of steps.",
+             "Spark": "Gradient noise scale."}]
+    folder.mkdir(parents=True, exist_ok=True)
+    f = folder / "test.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f
+
+
+def load_task(name, extra=()):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"task={name}", "task.limit=3", *OVERRIDES.get(name, [])])
+        cfg = compose("config", overrides=[f"task={name}", "task.limit=3", *OVERRIDES.get(name, []), *extra])
     return instantiate(cfg.task, _convert_="all")
 
 
@@ -29,8 +48,9 @@ def test_every_task_yaml_has_a_module_of_its_name():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_task_contract(name):
-    task = load_task(name)
+def test_task_contract(name, tmp_path):
+    extra = [f"task.path={hypogen_fixture(tmp_path)}"] if name in FIXTURE_TASKS else []
+    task = load_task(name, extra)
     task.check_data()
     examples = task.load()
     assert 1 <= len(examples) <= 3 * max(1, len(getattr(task, "sets", None) or [1]))
