@@ -25,6 +25,7 @@ def test_notebook_runs_on_results(nb, tmp_path, monkeypatch):
         if cell["cell_type"] == "code":
             exec(compile("".join(cell["source"]), f"{nb.name}", "exec"), scope)  # noqa: S102
     assert len(scope["table"]) == 2 and len(scope["drafting"]) == 1
+    assert "paper's claim" in scope["claims"].columns and len(scope["claims"]) >= 5
 
 
 # ---- family notebooks (#15): executed for real (nbclient + ipykernel) on the committed results
