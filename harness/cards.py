@@ -111,6 +111,11 @@ def render_card(spec: dict, results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def claim_headline(c: dict) -> str:
+    """The claim's headline number with its unit, or its unit text alone (qualitative claims)."""
+    return f"{c['value']} {c.get('unit', '')}".strip() if c.get("value") is not None else c.get("unit", "")
+
+
 def first_number(results: list[dict]) -> str:
     for r in results:
         if r["status"] == "measured":
@@ -132,8 +137,7 @@ def render_index(specs: list[dict], results: dict, baselines: list[dict], base_r
         lines += [f"## {name}", "", "| paper | claim (headline) | ours (first measurement) | status |", "|---|---|---|---|"]
         for s in group:
             c = s["claim"]
-            head = f"{c['value']} {c.get('unit', '')}" if c.get("value") is not None else c.get("unit", "")
-            lines.append(f"| [{s['title']}]({s['id']}.md) | {head} ({c['model']}, {c['hardware']}) | "
+            lines.append(f"| [{s['title']}]({s['id']}.md) | {claim_headline(c)} ({c['model']}, {c['hardware']}) | "
                          f"{first_number(results[s['id']])} | {status(results[s['id']])} |")
         lines.append("")
     if baselines:

@@ -26,7 +26,7 @@ def claims_table(family: str) -> pd.DataFrame:
         if spec["family"] != family:
             continue
         c = spec["claim"]
-        claim = f"{c['value']} {c.get('unit', '')}".strip() if c.get("value") is not None else c.get("unit", "")
+        claim = cards.claim_headline(c)
         for r in cards.measured(spec):
             v, ci = cards.value_text(r)
             lines.append({"paper": spec["title"].split(":")[0], "paper's claim": claim,

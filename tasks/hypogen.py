@@ -22,6 +22,7 @@ An output identical to the reference is a tie (1.0, no judge call); an empty one
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -54,7 +55,10 @@ def _flip_of(output: str) -> str:
 
 
 class LMJudge:
-    """A packed (or tiny) causal LM asked 'A or B?': verdict by comparing the next-token logits."""
+    """A packed (or tiny) causal LM asked 'A or B?': verdict by comparing the next-token logits.
+
+    The judge's model is built from its conf/model/ config through harness.models.ModelSpec, as
+    the runner builds the policy; the task imports no engine and never sees the policy model."""
 
     def __init__(self, model: str):
         self.model_name = model
@@ -155,8 +159,6 @@ class HypoGen(Task):
                     raise ConfigError(f"task {self.name}: {source}: row {i} has no field '{name}' for the {role} "
                                       f"(columns: {', '.join(map(str, row))}; set task.fields.{role}=...)")
                 ex[role] = str(row[key]).strip()
-            import hashlib
-
             ex["id"] = ex.pop("id", None) or f"hypogen-{i - 1:05d}-" + hashlib.sha1(ex["bit"].encode()).hexdigest()[:8]
             if ex["id"] in seen:
                 raise ConfigError(f"task {self.name}: {source}: duplicate id {ex['id']!r}")

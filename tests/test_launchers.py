@@ -71,7 +71,10 @@ def ray_cluster():
                            capture_output=True, text=True, timeout=300)
     assert start.returncode == 0, start.stderr[-3000:]
     yield f"127.0.0.1:{port}"
-    subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    # stop THIS cluster only (its processes carry its temp dir in their arguments): `ray stop` would
+    # stop every Ray cluster on the machine, e.g. another pytest-xdist worker's
+    subprocess.run(["pkill", "-TERM", "-f", str(tmp)], capture_output=True, timeout=60)
+    subprocess.run(["pkill", "-KILL", "-f", str(tmp)], capture_output=True, timeout=60)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
