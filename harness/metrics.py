@@ -45,6 +45,17 @@ def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0)
     return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
 
 
+def wilson_ci(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (never collapses to a point at 0 or n)."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else math.nan
 
@@ -61,7 +72,10 @@ def aggregate(rows: list[dict], secondary=()) -> dict:
     chain = [r for r in ok if not tree_nodes(r)]
     tree = [r for r in ok if tree_nodes(r)]
     tot["tree_nodes"] = sum(tree_nodes(r) for r in tree)
-    lo, hi = bootstrap_ci(q)
+    if q and all(v in (0.0, 1.0) for v in q):  # right/wrong per example: Wilson (a bootstrap of all-0 is [0, 0])
+        lo, hi = wilson_ci(int(sum(q)), len(q))
+    else:
+        lo, hi = bootstrap_ci(q)
     ttft = [r["ttft_s"] for r in ok if r.get("ttft_s") is not None]
     return {
         "n": len(rows), "errors": len(rows) - len(ok),
@@ -79,6 +93,7 @@ def aggregate(rows: list[dict], secondary=()) -> dict:
         **sandbox_tiers(ok),
         **pass_at_k_by_example(ok),
         **candidate_metrics(ok),
+        **paired(ok),
     }
 
 
@@ -168,6 +183,47 @@ def baseline_key(meta: dict) -> tuple:
     spec = meta.get("model_spec") or {}
     return (meta.get("task"), options, spec.get("identity") or meta.get("model"), spec.get("dtype"),
             meta.get("max_new_tokens"), meta.get("device"), meta.get("threads"))
+
+
+def paired(rows: list[dict]) -> dict:
+    """Summary of the in-process paired baseline (run.paired_baseline): greedy timed on the same
+    engine and example, interleaved with the strategy. speedup = tokens/s ratio (sums over the
+    rows), with a bootstrap CI over examples; identical = share of rows whose tokens equal greedy's;
+    for search methods the cost ratios (wall time, generated tokens) beside greedy's."""
+    ok = [r for r in rows if not r.get("error") and r.get("paired_greedy")]
+    if not ok:
+        return {}
+    base = [r["paired_greedy"] for r in ok]
+
+    def sp(idx):
+        a = _ratio(sum(ok[i]["new_tokens"] for i in idx), sum(ok[i]["wall_s"] for i in idx))
+        b = _ratio(sum(base[i]["new_tokens"] for i in idx), sum(base[i]["wall_s"] for i in idx))
+        return _ratio(a, b)
+
+    rng = np.random.default_rng(0)
+    n = len(ok)
+    boots = sorted(sp(rng.integers(0, n, n)) for _ in range(1000)) if n > 1 else []
+    gen = [((r.get("extra") or {}).get("generated_tokens") or r["new_tokens"]) for r in ok]
+    bq = [b.get("quality") for b in base if b.get("quality") is not None]
+    return {"paired_n": n, "paired_speedup": sp(range(n)),
+            "paired_speedup_ci_low": boots[25] if boots else math.nan,
+            "paired_speedup_ci_high": boots[974] if boots else math.nan,
+            "paired_identical": float(np.mean([bool(b.get("identical")) for b in base])),
+            "paired_greedy_quality": float(np.mean(bq)) if bq else math.nan,
+            "paired_greedy_tokens_per_s": _ratio(sum(b["new_tokens"] for b in base), sum(b["wall_s"] for b in base)),
+            "paired_wall_ratio": _ratio(sum(r["wall_s"] for r in ok), sum(b["wall_s"] for b in base)),
+            "paired_generated_ratio": _ratio(sum(gen), sum(b["new_tokens"] for b in base))}
+
+
+def strict_json(obj):
+    """obj with every NaN / inf float replaced by None (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 def speedup(rows: list[dict], baseline_rows: list[dict]) -> tuple[float, int]:

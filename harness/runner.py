@@ -107,7 +107,7 @@ def _say_if_inputs_changed(results_dir: Path, ident: dict) -> None:
 def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=1, default=str))
+        f.write(json.dumps(metrics.strict_json(obj), indent=1, default=str, allow_nan=False))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -172,6 +172,9 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
         raise ConfigError(f"baseline run '{rc.baseline}' has no rows.jsonl (give a run folder, 'auto' or null)")
     task, strategy, model_spec = build(cfg)
     check_paradigm(strategy, model_spec)
+    if rc.get("paired_baseline") and (strategy.name == "greedy" or getattr(model_spec, "kind", "") == "diffusion"):
+        raise ConfigError("run.paired_baseline times plain greedy beside the strategy: it needs an autoregressive "
+                          "model and a strategy other than greedy")
     strategy.bind_task(task)  # voting strategies take the answer functions here (never the gold)
     task.check_data()
     examples = task.load()
@@ -218,7 +221,8 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
                     "quality_direction": task.direction(),
                     "metric_directions": {m: task.direction(m) for m in
                                           (task.quality_metric, *task.directions)},
-                    "summary_fields": list(strategy.summary_fields), "row_labels": strategy.row_labels(),
+                    "summary_fields": list(strategy.summary_fields), "search": bool(strategy.search),
+                    "paired_baseline": bool(rc.get("paired_baseline")), "row_labels": strategy.row_labels(),
                     "max_new_tokens": rc.max_new_tokens, "seed": rc.seed,
                     "secondary_metrics": list(task.secondary_metrics), **machine}
             start = {"timestamp": time.time(), "examples_to_run": len(todo), "already_done": len(done),
@@ -262,18 +266,36 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
            "strategy": info["strategy"], "model": info["model"], "model_name": info["model_name"],
            "dtype": info["model_spec"]["dtype"], **info["row_labels"], "error": None}
     try:
-        messages = task.prompt(ex)
-        prompt = Prompt(target.render(messages), messages, **task.prompt_structure(ex))
+        ids, messages = task.render(target, ex)
+        prompt = Prompt(ids, messages, **task.prompt_structure(ex))
         row["prompt_hash"] = provenance.stable_hash(prompt.ids)[:16]
+        row["prompt_messages"] = messages  # what the model read, auditable without re-loading the task
+        row["gold"] = _gold(task, ex)
         row["prompt_tokens"] = len(prompt.ids)
         rng = torch.Generator().manual_seed(seed)
+        greedy_first = bool(rc.get("paired_baseline")) and seed % 2 == 1  # interleaved: half the examples each way
+        base = _paired_greedy(target, prompt, rc) if greedy_first else None
         t0 = time.perf_counter()
         trace = strategy.generate(target, prompt, rc.max_new_tokens, rng, draft=draft)
         wall = time.perf_counter() - t0
+        if rc.get("paired_baseline") and not greedy_first:
+            base = _paired_greedy(target, prompt, rc)
         text = target.decode(trace.tokens)
         stats = task.score(ex, text)
         row.update({"output_text": text, "extracted": stats.get("extracted"), "quality": stats.get("quality"),
                     "score": stats, "wall_s": wall, **trace.row_fields(t0)})
+        if base is not None:
+            btext = target.decode(base["tokens"])
+            bstats = task.score(ex, btext)
+            same = list(base["tokens"]) == list(trace.tokens)
+            diff = next((i for i, (a, b) in enumerate(zip(base["tokens"], trace.tokens)) if a != b),
+                        None if same else min(len(base["tokens"]), len(trace.tokens)))
+            row["paired_greedy"] = {"wall_s": base["wall_s"], "new_tokens": len(base["tokens"]),
+                                    "ran_first": greedy_first, "identical": same, "first_difference": diff,
+                                    "quality": bstats.get("quality"), "extracted": bstats.get("extracted"),
+                                    **({} if same else {"output_text": btext})}
+            row["paired_speedup"] = ((len(trace.tokens) / wall) / (len(base["tokens"]) / base["wall_s"])
+                                     if wall > 0 and base["tokens"] and base["wall_s"] > 0 else None)
         if trace.candidates:  # multi-output methods (beams, superposed drafts): every output, best first
             cands = row["candidates"] = [target.decode(c) for c in trace.candidates]
             qs = row["candidate_quality"] = [task.score(ex, c).get("quality") for c in cands]
@@ -289,6 +311,23 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
                 "cpu": info["cpu"], "gpu": info["gpu"], "device": str(target.device), "batch_size": 1,
                 "max_new_tokens": rc.max_new_tokens, "timestamp": time.time()})
     return row
+
+
+def _paired_greedy(target, prompt, rc) -> dict:
+    """Plain greedy decoding of the same prompt on the same engine, timed (run.paired_baseline)."""
+    from strategies.greedy import Greedy
+
+    t0 = time.perf_counter()
+    tr = Greedy().generate(target, prompt, rc.max_new_tokens, torch.Generator().manual_seed(0))
+    return {"tokens": list(tr.tokens), "wall_s": time.perf_counter() - t0}
+
+
+def _gold(task, ex):
+    """The example's reference as the task states it (its gold output), for auditing rows."""
+    try:
+        return task.gold_output(ex)
+    except NotImplementedError:
+        return None
 
 
 def find_baseline(results_dir: Path, meta: dict) -> Path | None:
@@ -312,7 +351,7 @@ def summarize(run_dir: Path, rc) -> dict:
     rows = read_rows(run_dir / "rows.jsonl")
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"run": run_dir.name}
-    summary = {"run": run_dir.name, **{k: meta.get(k) for k in ("task", "strategy", "model", "summary_fields")},
+    summary = {"run": run_dir.name, **{k: meta.get(k) for k in ("task", "strategy", "model", "summary_fields", "search")},
                **metrics.aggregate(rows, meta.get("secondary_metrics", ()))}
     base_dir = None
     if rc.baseline == "auto":
@@ -321,7 +360,7 @@ def summarize(run_dir: Path, rc) -> dict:
         base_dir = Path(rc.baseline) if Path(rc.baseline).exists() else run_dir.parent / rc.baseline
         if not (base_dir / "rows.jsonl").exists():
             raise ConfigError(f"baseline run '{rc.baseline}' has no rows.jsonl")
-    if base_dir is not None:
+    if base_dir is not None and not meta.get("search") and "paired_speedup" not in summary:
         sp, n = metrics.speedup(rows, read_rows(base_dir / "rows.jsonl"))
         summary.update({"baseline": base_dir.name, "speedup": sp, "speedup_examples": n})
     write_json_atomic(run_dir / "summary.json", summary)
@@ -335,12 +374,20 @@ def format_summary(s: dict) -> str:
 
     lines = [f"== {s['run']}",
              f"   examples {s['n']} (errors {s['errors']})   quality {f(s['quality'], '.3f')} "
-             f"[95% CI {f(s['quality_ci_low'], '.3f')}, {f(s['quality_ci_high'], '.3f')}]",
-             f"   tokens/s {f(s['tokens_per_s'], '.2f')}   MAT {f(s['mat'], '.2f')}   acceptance "
-             + (f"(tree: accepted / node) {f(s['tree_acceptance'], '.3f')}" if s.get("total_tree_nodes") else
-                f"{f(s['chain_acceptance'], '.3f')}")
-             + f"   forwards/token {f(s['forwards_per_token'], '.3f')}   "
-             f"TTFT {f(s['mean_ttft_s'], '.3f')} s"]
+             f"[95% CI {f(s['quality_ci_low'], '.3f')}, {f(s['quality_ci_high'], '.3f')}]"]
+    ex = s.get("extra_per_example") or {}
+    if s.get("search"):  # a search's cost is what it generated and how long it took, never a speedup
+        n_ok = max(s["n"] - s["errors"], 1)
+        lines.append(f"   cost per example: generated tokens {f(ex.get('generated_tokens'), '.1f')}   wall "
+                     f"{f(s['total_wall_s'] / n_ok, '.1f')} s   candidates {f(ex.get('candidates'), '.1f')}   "
+                     f"scorer calls {f(ex.get('prm_calls', 0), '.1f')}   answer tokens "
+                     f"{f(s['total_new_tokens'] / n_ok, '.1f')}")
+    else:
+        lines.append(f"   tokens/s {f(s['tokens_per_s'], '.2f')}   MAT {f(s['mat'], '.2f')}   acceptance "
+                     + (f"(tree: accepted / node) {f(s['tree_acceptance'], '.3f')}" if s.get("total_tree_nodes") else
+                        f"{f(s['chain_acceptance'], '.3f')}")
+                     + f"   forwards/token {f(s['forwards_per_token'], '.3f')}   "
+                     f"TTFT {f(s['mean_ttft_s'], '.3f')} s")
     if any(k.startswith("pass@") for k in s):
         lines.append("   " + "   ".join(f"{k} {v:.3f}" for k, v in s.items() if k.startswith("pass@")))
     if s.get("sandbox_tiers"):
@@ -354,10 +401,19 @@ def format_summary(s: dict) -> str:
         lines.append(f"   oracle (best output) quality {f(s['oracle_quality'], '.3f')}   distinct-1 "
                      f"{f(s['distinct_1'], '.3f')}   distinct-2 {f(s['distinct_2'], '.3f')}   "
                      f"self-BLEU {f(s['self_bleu'], '.3f')}")
-    ex = s.get("extra_per_example") or {}
     shown = [(k, s[k] if k in s else ex.get(k)) for k in s.get("summary_fields") or ()]  # the strategy's choice
     if any(v is not None for _, v in shown):
         lines.append("   " + "   ".join(f"{k} {f(v, '.3f')}" for k, v in shown if v is not None))
+    if s.get("paired_n") and s.get("search"):
+        lines.append(f"   vs greedy (paired, same process, {s['paired_n']} examples): quality "
+                     f"{f(s['paired_greedy_quality'], '.3f')} -> {f(s['quality'], '.3f')}   wall "
+                     f"x{f(s['paired_wall_ratio'], '.2f')}   generated tokens x{f(s['paired_generated_ratio'], '.2f')}")
+    elif s.get("paired_n"):
+        lines.append(f"   speedup vs greedy (paired, same process, {s['paired_n']} examples): "
+                     f"{f(s['paired_speedup'], '.2f')}x [95% CI {f(s['paired_speedup_ci_low'], '.2f')}, "
+                     f"{f(s['paired_speedup_ci_high'], '.2f')}]   tokens identical to greedy on "
+                     f"{round(s['paired_identical'] * s['paired_n'])}/{s['paired_n']}   greedy quality "
+                     f"{f(s['paired_greedy_quality'], '.3f')}")
     if "speedup" in s:
         lines.append(f"   speedup vs {s['baseline']}: {f(s['speedup'], '.2f')}x on {s['speedup_examples']} "
                      f"common example(s) (across runs: indicative only)")

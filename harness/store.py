@@ -58,7 +58,9 @@ class RowWriter:
                 f.truncate(good)
 
     def write(self, row: dict) -> None:
-        self._f.write(json.dumps(row, default=_jsonable) + "\n")
+        from harness.metrics import strict_json
+
+        self._f.write(json.dumps(strict_json(row), default=_jsonable, allow_nan=False) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())
 
@@ -69,7 +71,9 @@ class RowWriter:
 
 def _jsonable(x):
     if hasattr(x, "item"):
-        return x.item()
+        from harness.metrics import strict_json
+
+        return strict_json(float(x.item())) if isinstance(x.item(), float) else x.item()
     if isinstance(x, (set, frozenset, tuple)):
         return list(x)
     return str(x)

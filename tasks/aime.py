@@ -33,8 +33,8 @@ class AIME(Task):
     version = "1"
     data_dir = "aime"
 
-    def __init__(self, limit=None, path=None, years: list = (2024, 2025), parts: list = ("I", "II")):
-        super().__init__(limit, path)
+    def __init__(self, limit=None, path=None, years: list = (2024, 2025), parts: list = ("I", "II"), prompting=None):
+        super().__init__(limit, path, prompting=prompting)
         self.years = [int(y) for y in ([years] if isinstance(years, (int, str)) else years)]
         self.parts = [str(p) for p in ([parts] if isinstance(parts, str) else parts)]
         bad_y = [y for y in self.years if y not in YEARS]

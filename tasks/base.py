@@ -17,6 +17,14 @@ from pathlib import Path
 from harness.errors import ConfigError
 
 
+# prompting controls every task takes (`task.prompting.<key>`); all of them are part of the run identity
+PROMPTING = {
+    "chat_template": True,     # apply the model's chat template (false: plain text, lm-eval's layout)
+    "system_prompt": None,     # a system message before everything else (null = none)
+    "num_fewshot": 0,          # train-split exemplars before the question (first n, lm-eval's first_n)
+}
+
+
 class Task:
     name = "task"
     version = "0"
@@ -28,9 +36,18 @@ class Task:
     # a metric not listed is higher-is-better. Recorded in meta.json; plots and labels follow it.
     directions: dict[str, str] = {}
 
-    def __init__(self, limit: int | None = None, path: str | None = None):
+    def __init__(self, limit: int | None = None, path: str | None = None, prompting: dict | None = None):
         self.limit = limit
         self.path = path
+        unknown = set(prompting or {}) - set(PROMPTING)
+        if unknown:
+            raise ConfigError(f"task {self.name}: unknown prompting key(s) {', '.join(sorted(unknown))}; "
+                              f"valid: {', '.join(PROMPTING)}")
+        self.prompting = {**PROMPTING, **(prompting or {})}
+        n = self.prompting["num_fewshot"]
+        if not isinstance(n, int) or n < 0:
+            raise ConfigError(f"task {self.name}: prompting.num_fewshot must be an integer >= 0, got {n!r}")
+        self._shots = None
 
     def load(self) -> list[dict]:
         raise NotImplementedError
@@ -40,6 +57,58 @@ class Task:
 
     def score(self, example: dict, output: str) -> dict:
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ prompting (chat, system, few-shot)
+    def messages(self, example: dict) -> list[dict]:
+        """The whole chat the model reads: the system prompt, the few-shot turns (train-split
+        examples, each a user turn and its answer as the assistant turn), then `prompt(example)`."""
+        p = self.prompting
+        msgs = [{"role": "system", "content": p["system_prompt"]}] if p["system_prompt"] else []
+        for shot in self.shots():
+            msgs += [*self.prompt(shot), {"role": "assistant", "content": self.fewshot_target(shot)}]
+        return msgs + self.prompt(example)
+
+    def render(self, engine, example: dict) -> tuple[list[int], list[dict]]:
+        """(prompt token ids, the messages they came from) under this task's prompting settings."""
+        msgs = self.messages(example)
+        if self.prompting["chat_template"]:
+            return engine.render(msgs), msgs
+        return engine.encode(self.plain_text(msgs), special=True), msgs
+
+    def plain_text(self, messages: list[dict]) -> str:
+        """The prompt as plain text for `chat_template: false` (lm-eval's layout without a chat
+        template): turns joined by a newline, each question-answer pair closed by a blank line."""
+        out = ""
+        for m in messages:
+            if m["role"] == "system":
+                out += m["content"] + "\n\n"
+            elif m["role"] == "user":
+                out += m["content"] + "\n"
+            else:
+                out += m["content"] + "\n\n"
+        return out
+
+    def shots(self) -> list[dict]:
+        """The first `num_fewshot` examples of the task's train split (lm-eval's first_n sampler:
+        the same exemplars for every test example, so rows do not depend on the order)."""
+        n = self.prompting["num_fewshot"]
+        if not n:
+            return []
+        if self._shots is None:
+            pool = self.fewshot_pool()
+            if len(pool) < n:
+                raise ConfigError(f"task {self.name}: num_fewshot={n} but the train split has {len(pool)} examples")
+            self._shots = pool[:n]
+        return self._shots
+
+    def fewshot_pool(self) -> list[dict]:
+        """Train-split examples (never test rows) in the shape `load()` returns."""
+        raise ConfigError(f"task {self.name} has no train split to draw few-shot examples from "
+                          f"(set task.prompting.num_fewshot=0)")
+
+    def fewshot_target(self, example: dict) -> str:
+        """The assistant turn of a few-shot example (default: the task's gold output)."""
+        return self.gold_output(example)
 
     def gold_output(self, example: dict) -> str:
         """A model output this task scores as correct (the contract test checks that it scores

@@ -52,14 +52,16 @@ class DemoArithmetic(GSM8K):
     version = "1"
     data_dir = ""  # generated, never downloaded
 
-    def __init__(self, limit=None, path=None, n: int = 36, seed: int = 0):
-        super().__init__(limit, path)
+    def __init__(self, limit=None, path=None, n: int = 36, seed: int = 0, prompting=None):
+        super().__init__(limit, path, prompting=prompting)
         self.n, self.seed = n, seed
 
     def hub_source(self):
         return f"generated:demo_arith(n={self.n},seed={self.seed})"
 
-    def raw_rows(self):
+    def raw_rows(self, split=None):
+        if split == "train":  # few-shot exemplars: problems from another seed, never the test ones
+            return make_problems(max(self.n, 16), self.seed + 1_000_003)
         if self.path:
             from tasks.base import read_jsonl
 

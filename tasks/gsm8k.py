@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
+from harness.errors import ConfigError
 from tasks.answers import last_number, strict_final_number
 from tasks.base import Task, load_hub, read_jsonl
 
@@ -23,27 +24,42 @@ class GSM8K(Task):
     data_dir = "gsm8k"
     secondary_metrics = ("strict_match", "flexible_match")
 
-    def __init__(self, limit=None, path=None, config: str = "main", split: str = "test"):
-        super().__init__(limit, path)
+    def __init__(self, limit=None, path=None, config: str = "main", split: str = "test", prompting=None):
+        super().__init__(limit, path, prompting=prompting)
         self.config, self.split = config, split
 
     def hub_source(self):
         return f"openai/gsm8k:{self.config}:{self.split}"
 
-    def raw_rows(self) -> list[dict]:
+    def raw_rows(self, split: str | None = None) -> list[dict]:
+        split = split or self.split
         local = self.local_dir()
         if local is None:
-            return load_hub(self.name, "openai/gsm8k", self.config, self.split)
-        fname = {"main": "test.jsonl", "socratic": "test_socratic.jsonl"}[self.config]
-        return read_jsonl(local / fname if local.is_dir() else local, ("question", "answer"), self.name)
+            return load_hub(self.name, "openai/gsm8k", self.config, split)
+        if not local.is_dir():  # an explicit file is the test split; its train split is not known
+            if split != self.split:
+                raise ConfigError(f"task {self.name}: task.path is one file; few-shot needs the folder with "
+                                  f"train.jsonl")
+            return read_jsonl(local, ("question", "answer"), self.name)
+        fname = {"main": f"{split}.jsonl", "socratic": f"{split}_socratic.jsonl"}[self.config]
+        if not (local / fname).exists():
+            raise ConfigError(f"task {self.name}: {local / fname} not found")
+        return read_jsonl(local / fname, ("question", "answer"), self.name)
+
+    def fewshot_pool(self) -> list[dict]:
+        """GSM8K train problems, their full worked answers as the few-shot targets (lm-eval's gsm8k:
+        train split, first_n, target = the answer field with its '#### N' line)."""
+        return [{"id": f"{self.name}-train-{i:04d}", "question": r["question"], "answer": r["answer"],
+                 "gold": strict_final_number(r["answer"])} for i, r in enumerate(self.raw_rows("train"))]
+
+    def fewshot_target(self, example):
+        return example["answer"]
 
     def load(self) -> list[dict]:
         out = []
         for i, r in enumerate(self.raw_rows()):
             gold = strict_final_number(r["answer"])
             if gold is None:
-                from harness.errors import ConfigError
-
                 raise ConfigError(f"task {self.name}: row {i} has no '#### <number>' in its answer")
             qid = hashlib.sha1(r["question"].encode()).hexdigest()[:10]
             out.append({"id": f"{self.name}-{i:04d}-{qid}", "question": r["question"], "gold": gold})

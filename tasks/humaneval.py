@@ -133,8 +133,8 @@ class HumanEval(Task):
     quality_metric = "pass@1"
 
     def __init__(self, limit=None, path=None, execute: bool = False, timeout_s: float = 10.0,
-                 memory_mb: int = 1024):
-        super().__init__(limit, path)
+                 memory_mb: int = 1024, prompting=None):
+        super().__init__(limit, path, prompting=prompting)
         self.execute, self.timeout_s, self.memory_mb = bool(execute), float(timeout_s), int(memory_mb)
         if self.timeout_s <= 0 or self.memory_mb < 64:
             raise ConfigError(f"task {self.name}: timeout_s must be > 0 and memory_mb >= 64 "

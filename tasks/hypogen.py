@@ -99,8 +99,8 @@ class HypoGen(Task):
     secondary_metrics = ("judge_first", "judge_second")
 
     def __init__(self, limit=None, path=None, split: str = "test", judge: str = "qwen25_coder_05b",
-                 fields: dict | None = None):
-        super().__init__(limit, path)
+                 fields: dict | None = None, prompting=None):
+        super().__init__(limit, path, prompting=prompting)
         self.split, self.judge_name = split, judge
         self.fields = {**DEFAULT_FIELDS, **(fields or {})}
         self._judge = None

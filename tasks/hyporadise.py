@@ -172,8 +172,8 @@ class HyPoradise(Task):
     secondary_metrics = ("corpus_wer=edits/ref_words",)
 
     def __init__(self, limit=None, path=None, sets=DEFAULT_SETS, shots: int = 0, shot_set: str | None = None,
-                 normalize: str = "paper"):
-        super().__init__(limit, path)
+                 normalize: str = "paper", prompting=None):
+        super().__init__(limit, path, prompting=prompting)
         sets = [sets] if isinstance(sets, str) else list(sets or [])
         bad = [s for s in sets if s not in SETS]
         if not sets or bad:

@@ -25,8 +25,8 @@ class MATH500(Task):
     version = "1"
     data_dir = "math500"
 
-    def __init__(self, limit=None, path=None, verify_timeout_s: float = 5.0):
-        super().__init__(limit, path)
+    def __init__(self, limit=None, path=None, verify_timeout_s: float = 5.0, prompting=None):
+        super().__init__(limit, path, prompting=prompting)
         self.verify_timeout_s = float(verify_timeout_s)
 
     def hub_source(self):

@@ -223,8 +223,8 @@ class MultiHopQA(Task):
 
     def __init__(self, limit=None, path=None, dataset: str = "musique", order: str = "original",
                  k: int = 1, prompt_style: str = "answer_only", seed: int = 0,
-                 skip_no_context: bool = True):
-        super().__init__(limit, path)
+                 skip_no_context: bool = True, prompting=None):
+        super().__init__(limit, path, prompting=prompting)
         if dataset not in DATASETS:
             raise ConfigError(f"task {self.name}: dataset {dataset!r} is not one of {', '.join(DATASETS)}")
         if order not in ORDERS:

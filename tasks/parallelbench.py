@@ -292,8 +292,8 @@ class ParallelBench(Task):
     data_dir = "parallelbench"
     secondary_metrics = ("quality_strict",)  # list and sudoku tasks: strict output format
 
-    def __init__(self, limit=None, path=None, subtask: str = "waiting_line/copy"):
-        super().__init__(limit, path)
+    def __init__(self, limit=None, path=None, subtask: str = "waiting_line/copy", prompting=None):
+        super().__init__(limit, path, prompting=prompting)
         self.subtask = str(subtask).strip().removesuffix(".jsonl")
         self._config: dict | None = None
         self.quality_metric = "accuracy"

@@ -55,6 +55,7 @@ class SamplingParams:
 class Strategy:
     name: str = "strategy"
     lossless: bool = True  # output distribution equals the target's (== greedy at T=0)
+    search: bool = False  # a test-time search (many candidates): summaries report its cost, not a speedup
     needs: frozenset[str] = frozenset()  # engine capabilities required (see HFEngine.capabilities)
     draft = None  # a harness.models.ModelSpec when the method drafts with another model
     summary_fields: tuple[str, ...] = ()  # summary / per-example extra counters the run summary prints

@@ -138,6 +138,7 @@ class SearchStrategy(Strategy):
     """Base of the test-time scaling strategies: sampling many candidates, scoring, choosing."""
 
     lossless = False
+    search = True
     summary_fields = ("generated_tokens", "candidates", "prm_calls", "policy_forwards")
     needs_answers = False  # True: the task must define extract_answer / same_answer (voting)
     uses_scorer = False
