@@ -125,6 +125,7 @@ class ModelSpec:
     kind: str = "autoregressive"  # autoregressive (HFEngine) | diffusion (DiffusionEngine: a masked-diffusion LM)
     mask_token_id: int | None = None  # diffusion: the mask token (null = the layout's: LLaDA 126336, Dream 151666)
     layout: str = "auto"  # diffusion checkpoints: auto | llada | dream | hf (see harness/engines/diffusion.py)
+    sliding_window: bool = False  # the model has sliding-window layers (known before conversion: no rollback)
 
     def __post_init__(self):
         if isinstance(self.pack, dict) or (self.pack is not None and not isinstance(self.pack, Pack)):
@@ -169,6 +170,54 @@ class ModelSpec:
         if self.kind == "diffusion":
             s += "[diffusion]"
         return s + (f"[first {self.truncate_layers} layers]" if self.truncate_layers else "")
+
+    # ------------------------------------------------------------------ checks without weights
+    def check_device(self) -> None:
+        """model.device=cuda on a torch that sees no CUDA device: one line, before anything loads."""
+        import torch
+
+        if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"model '{self.name}': device '{self.device}' is not one of cpu, cuda, cuda:N, auto")
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"model '{self.name}': model.device={self.device} but this torch "
+                              f"({torch.__version__}) sees no CUDA device; use model.device=cpu (or auto)")
+
+    def static_config(self):
+        """The model's transformers config without its weights, when it can be had offline: the
+        tiny config, the converted pack's config.json, or the hub / local folder's config.json;
+        None when unknown (the engine then decides after loading)."""
+        try:
+            if self.tiny is not None:
+                import transformers
+
+                cfg = dict(self.tiny)
+                arch = cfg.pop("arch", "llama")
+                cfg.pop("seed", None), cfg.pop("init_std", None)
+                cls = {"llama": "LlamaConfig", "qwen2": "Qwen2Config", "gemma3_text": "Gemma3TextConfig"}.get(arch)
+                return getattr(transformers, cls)(**cfg) if cls else None
+            from transformers import AutoConfig
+
+            if self.pack is not None:
+                d = cache_root() / "models" / self.pack.sha256[:16]
+                return AutoConfig.from_pretrained(d) if (d / "config.json").exists() else None
+            return AutoConfig.from_pretrained(self.hub_id, revision=self.revision)
+        except Exception:  # unknown before loading: the engine's own check stays
+            return None
+
+    def expected_capabilities(self) -> frozenset | None:
+        """The capabilities the engine will declare (see HFEngine), from the config alone; None
+        when the config is not available without loading. A model yaml may state
+        `sliding_window: true` for a pack not yet converted."""
+        if self.kind != "autoregressive":
+            return None
+        from harness.engines.hf import capabilities_from_config
+
+        cfg = self.static_config()
+        if cfg is not None:
+            return capabilities_from_config(cfg)
+        if self.sliding_window:
+            return frozenset({"hidden_states"})
+        return None
 
     def weights_file(self) -> Path:
         p = Path(os.path.expanduser(str(self.weights["path"])))

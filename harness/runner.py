@@ -120,18 +120,20 @@ def example_seed(seed: int, example_id: str, sample: int) -> int:
 
 def build(cfg: DictConfig):
     """Instantiate task, strategy and model spec (no weights, no data yet)."""
-    try:
-        task = instantiate(cfg.task, _convert_="all")
-        strategy = instantiate(cfg.strategy, _convert_="all")
-        model = instantiate(cfg.model, _convert_="all")
-    except Exception as e:  # Hydra wraps constructor errors; surface ours as they are
-        err = e
-        while err.__cause__ is not None and not isinstance(err, ConfigError):
-            err = err.__cause__
-        if isinstance(err, ConfigError):
-            raise err from None
-        raise ConfigError(f"cannot build the configuration: {str(e).splitlines()[0]}") from None
-    return task, strategy, model
+    built = []
+    for group in ("task", "strategy", "model"):
+        try:
+            built.append(instantiate(cfg[group], _convert_="all"))
+        except Exception as e:  # Hydra wraps constructor errors: surface ours, and the cause of others
+            err = e
+            while err.__cause__ is not None and not isinstance(err, ConfigError):
+                err = err.__cause__
+            if isinstance(err, ConfigError):
+                raise err from None
+            target = cfg[group].get("_target_", "?") if isinstance(cfg[group], DictConfig) else "?"
+            cause = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+            raise ConfigError(f"cannot build {group} ({target}): {err.__class__.__name__}: {cause}") from None
+    return tuple(built)
 
 
 def check_paradigm(strategy, model_spec) -> None:
@@ -143,6 +145,30 @@ def check_paradigm(strategy, model_spec) -> None:
                 "an autoregressive model (the diffusion strategies need model.kind=diffusion)")
         raise ConfigError(f"strategy {strategy.name} decodes {want} models, but model {model_spec.name} is a "
                           f"{have} model (use {hint})")
+
+
+def check_static(strategy, model_spec) -> None:
+    """Device and capability checks from the configs alone, before any folder or weight."""
+    for spec in (model_spec, strategy.draft):
+        if spec is None:
+            continue
+        spec.check_device()
+        caps = spec.expected_capabilities()
+        missing = set(strategy.needs) - set(caps) if caps is not None else set()
+        if missing:
+            why = " (sliding-window layers drop the positions a rollback or a tree needs)" \
+                if {"rollback", "tree_mask"} & missing and "rollback" not in caps else ""
+            role = "draft" if spec is strategy.draft else "model"
+            raise ConfigError(f"strategy {strategy.name} needs {', '.join(sorted(missing))}, which {role} "
+                              f"{spec.name} does not support{why}")
+
+
+    if strategy.draft is not None:  # vocabularies, when both configs are known without weights
+        a, b = model_spec.static_config(), strategy.draft.static_config()
+        va, vb = getattr(a, "vocab_size", None), getattr(b, "vocab_size", None)
+        if va and vb and va != vb:
+            raise ConfigError(f"draft {strategy.draft.name} and target {model_spec.name} have different vocabularies "
+                              f"({vb} vs {va} logits); a draft must share the target's tokenizer")
 
 
 def check_engines(strategy, target, draft) -> None:
@@ -160,23 +186,35 @@ def check_engines(strategy, target, draft) -> None:
             raise ConfigError(f"strategy {strategy.name} needs {', '.join(sorted(missing))} on the draft {draft.name}")
 
 
-def run(cfg: DictConfig, choices: dict | None = None) -> dict:
-    """Run (or resume) one configuration; returns the summary dict."""
-    choices = choices or {}
+def prepare(cfg: DictConfig):
+    """Every check that needs neither data rows nor weights, then (task, strategy, model spec).
+    `python -m harness` runs it before Hydra creates anything, so a bad input writes nothing."""
     rc = cfg.run
-    if rc.max_new_tokens < 1 or rc.samples < 1:
-        raise ConfigError("run.max_new_tokens and run.samples must be >= 1")
-    torch.set_num_threads(int(rc.threads))
+    for key in ("max_new_tokens", "samples", "threads"):
+        if not isinstance(rc.get(key), int) or rc.get(key) < 1:
+            raise ConfigError(f"run.{key} must be an integer >= 1, got {rc.get(key)!r}")
     if rc.baseline not in (None, "auto") and not (Path(rc.baseline) / "rows.jsonl").exists() and \
             not (Path(rc.results_dir) / rc.baseline / "rows.jsonl").exists():
         raise ConfigError(f"baseline run '{rc.baseline}' has no rows.jsonl (give a run folder, 'auto' or null)")
     task, strategy, model_spec = build(cfg)
+    if task.limit is not None and (not isinstance(task.limit, int) or task.limit < 1):
+        raise ConfigError(f"task.limit must be an integer >= 1 or null, got {task.limit!r}")
     check_paradigm(strategy, model_spec)
+    check_static(strategy, model_spec)
     if rc.get("paired_baseline") and (strategy.name == "greedy" or getattr(model_spec, "kind", "") == "diffusion"):
         raise ConfigError("run.paired_baseline times plain greedy beside the strategy: it needs an autoregressive "
                           "model and a strategy other than greedy")
     strategy.bind_task(task)  # voting strategies take the answer functions here (never the gold)
     task.check_data()
+    return task, strategy, model_spec
+
+
+def run(cfg: DictConfig, choices: dict | None = None) -> dict:
+    """Run (or resume) one configuration; returns the summary dict."""
+    choices = choices or {}
+    rc = cfg.run
+    task, strategy, model_spec = prepare(cfg)
+    torch.set_num_threads(int(rc.threads))
     examples = task.load()
     ids = [e["id"] for e in examples]
     if len(set(ids)) != len(ids):
@@ -209,6 +247,8 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
             draft = strategy.draft.load() if strategy.draft is not None else None
             check_engines(strategy, target, draft)
             strategy.setup(target, draft)
+            if strategy.search:
+                strategy.show_progress = bool(rc.progress)
             task_options = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
                             if k not in ("_target_", "limit", "path")}
             machine = {**provenance.machine(), "threads": torch.get_num_threads(), "device": str(target.device)}
@@ -434,6 +474,6 @@ def main_entry(cfg: DictConfig) -> None:
         run(cfg, choices)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
-        if multirun:
-            raise
+        if multirun:  # a failing job in a sweep prints its line; the sweep goes on
+            return
         sys.exit(2)

@@ -41,9 +41,10 @@ exactly what it is (W2S: inclusion; samsum: ROUGE-L F1; paraphrase: 1 - BLEU vs 
 "paper_score" is the paper's composite where the available parts already decide it (it is 0
 when inclusion / ROUGE-L / 1-BLEU is 0 or the output is empty), else None. BLEU is a
 re-implementation of HF evaluate's "bleu" (sacrebleu 13a tokenizer + the tensorflow/nmt
-compute_bleu, max order 4, no smoothing). ROUGE uses `rouge_score` with the Porter stemmer when it
-is importable (= HF evaluate's rouge); otherwise a built-in ROUGE with rouge_score's tokenisation
-(lowercase, runs of non-[a-z0-9] -> space) and NO stemming; the row's "rouge_impl" says which.
+compute_bleu, max order 4, no smoothing). ROUGE uses `rouge_score` with the Porter stemmer
+(= HF evaluate's rouge; a declared dependency: without it a summary row is an error row naming
+it); `rouge_builtin` (rouge_score's tokenisation, no stemming) is only the tests' cross-check.
+Rows written before 2026-12-02 may say rouge_impl "builtin": the row records which.
 """
 
 from __future__ import annotations
@@ -269,18 +270,19 @@ def rouge_builtin(prediction: str, reference: str) -> dict[str, float]:
 
 @lru_cache(maxsize=1)
 def _rouge_scorer():
-    try:
-        from rouge_score import rouge_scorer  # noqa: PLC0415
+    from rouge_score import rouge_scorer  # noqa: PLC0415  (a declared dependency)
 
-        return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    except Exception:  # not installed (or nltk missing): the built-in, unstemmed version
-        return None
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
 
 
 def rouge(prediction: str, reference: str) -> tuple[dict[str, float], str]:
-    scorer = _rouge_scorer()
-    if scorer is None:
-        return rouge_builtin(prediction, reference), "builtin (rouge_score tokenisation, no stemming)"
+    """ROUGE-1/2/L F as HF evaluate's rouge computes it (rouge_score, Porter stemmer). Without
+    rouge_score the row is an error row naming it, never a silently different metric
+    (`rouge_builtin` stays as the unstemmed cross-check the tests use)."""
+    try:
+        scorer = _rouge_scorer()
+    except ImportError:
+        raise RuntimeError("ROUGE unavailable: rouge_score is not installed (pip install rouge-score)") from None
     s = scorer.score(reference, prediction)
     return {k: float(v.fmeasure) for k, v in s.items()}, "rouge_score (use_stemmer=True)"
 

@@ -30,6 +30,16 @@ from harness.engines.text import TokenizerText, eos_set, vocabulary_fingerprint 
 EARLY_EXIT_ARCHS = ("llama", "qwen2")
 
 
+def capabilities_from_config(config) -> frozenset:
+    """What an HFEngine over a model with this config supports: sliding-window layers keep no
+    rollback or tree masks (their cache drops old positions); early exit on known layouts."""
+    types = getattr(config, "layer_types", None) or []
+    sliding = any(t != "full_attention" for t in types)
+    return frozenset({"hidden_states"} | (set() if sliding else {"rollback", "tree_mask"})
+                     | ({"early_exit"} if not sliding and getattr(config, "model_type", "") in EARLY_EXIT_ARCHS
+                        else set()))
+
+
 class HFEngine(TokenizerText):
     """A transformers causal LM with a DynamicCache, batch size 1."""
 
@@ -45,12 +55,8 @@ class HFEngine(TokenizerText):
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.num_layers = int(model.config.num_hidden_layers)
         self.hidden_size = int(model.config.hidden_size)
-        types = getattr(model.config, "layer_types", None) or []
-        sliding = any(t != "full_attention" for t in types)
         # Capabilities are declared, not discovered by failure: strategies list what they need.
-        self.capabilities = frozenset({"hidden_states"} | (set() if sliding else {"rollback", "tree_mask"})
-                                      | ({"early_exit"} if not sliding and getattr(model.config, "model_type", "")
-                                         in EARLY_EXIT_ARCHS else set()))
+        self.capabilities = capabilities_from_config(model.config)
         gen = getattr(model, "generation_config", None)
         self.eos_ids = eos_set(getattr(tokenizer, "eos_token_id", None),
                                getattr(gen, "eos_token_id", None) if gen is not None else None)

@@ -141,6 +141,7 @@ class SearchStrategy(Strategy):
     search = True
     summary_fields = ("generated_tokens", "candidates", "prm_calls", "policy_forwards")
     needs_answers = False  # True: the task must define extract_answer / same_answer (voting)
+    show_progress = False  # the runner sets it from run.progress: a bar of tokens sampled, expansions, scorer calls
     uses_scorer = False
 
     def __init__(self, sampling=None, scorer=None, aggregate: str = "last", max_step_tokens: int = 256):
@@ -178,7 +179,10 @@ class SearchStrategy(Strategy):
     def decode(self, state) -> None:
         self.undecidable = 0  # answer comparisons the task could not decide (math-verify timeouts)
         s = Search(self, state)
-        choice = self.search(s)
+        try:
+            choice = self.search(s)
+        finally:
+            s.close()
         state.emit(choice.candidate.tokens)
         state.extra.update({"generated_tokens": s.generated, "candidates": choice.n_candidates,
                             "policy_forwards": state.target.forwards - s.forwards0})
@@ -280,6 +284,23 @@ class Search:
         sc = strategy.scorer
         self.scorer0 = (sc.calls, sc.tokens) if sc is not None else (0, 0)
         self.forwards0 = state.target_forwards_at_start
+        self.bar, self.expansions = None, 0
+        if strategy.show_progress:  # a search can take minutes per example: its own bar, under the run's
+            from tqdm import tqdm
+
+            total = getattr(strategy, "token_budget", None)
+            self.bar = tqdm(total=total, desc=f"  {strategy.name} search", unit="tok", leave=False, position=1,
+                            dynamic_ncols=True)
+
+    def _progress(self) -> None:
+        if self.bar is not None:
+            self.bar.n = self.generated
+            self.bar.set_postfix(expansions=self.expansions, scorer_calls=self.prm_calls, refresh=False)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     @property
     def generated(self) -> int:
@@ -293,11 +314,16 @@ class Search:
     def extend(self, parents: list[Candidate], whole: bool = False, stop_first: bool = False,
                prompt: list[int] | None = None) -> list[Candidate]:
         """StepSampler.extend after this prompt (or another one), with this example's RNG and budget."""
-        return self.sampler.extend(self.prompt.ids if prompt is None else prompt, parents, self.rng, self.budget,
-                                   whole=whole, stop_first=stop_first)
+        out = self.sampler.extend(self.prompt.ids if prompt is None else prompt, parents, self.rng, self.budget,
+                                  whole=whole, stop_first=stop_first)
+        self.expansions += 1
+        self._progress()
+        return out
 
     def score(self, cands: list[Candidate], last_only: bool = False) -> list[float]:
-        return self.strategy.score(self.question, cands, last_only)
+        out = self.strategy.score(self.question, cands, last_only)
+        self._progress()
+        return out
 
 
 class SampleN(SearchStrategy):
