@@ -46,7 +46,8 @@ def table(pld: dict, sc: dict, rows_pld: list[dict], rows_sc: list[dict]) -> tup
         {"method": "pld (lossless)", "correct": f"{sum(bool(r['quality']) for r in ok_p)}/{len(ok_p)}",
          "accuracy": pld["quality"], "tokens/s": pld["tokens_per_s"], "speedup": pld["paired_speedup"],
          "speedup_ci": (pld["paired_speedup_ci_low"], pld["paired_speedup_ci_high"]),
-         "identical": f"{round(pld['paired_identical'] * pld['paired_n'])}/{pld['paired_n']}",
+         "identical": f"{round(pld['paired_identical'] * pld['paired_n'])}/{pld['paired_n']} "
+                      f"(tie-consistent {round(pld['paired_tie_consistent'] * pld['paired_n'])}/{pld['paired_n']})",
          "generated tok/problem": pld["total_new_tokens"] / n_p, "wall s/problem": pld["total_wall_s"] / n_p},
         {"method": "self-consistency N=4", "correct": f"{sum(bool(r['quality']) for r in ok_s)}/{len(ok_s)}",
          "accuracy": sc["quality"], "tokens/s": None, "speedup": None, "identical": "-",

@@ -26,10 +26,11 @@ from harness.store import read_rows
 COLUMNS = ["task", "task_options", "strategy", "model", "dtype", "max_new_tokens", "draft_model", "n", "errors", "quality",
            "quality_ci_low", "quality_ci_high", "tokens_per_s", "speedup", "speedup_kind", "mat", "chain_acceptance",
            "tree_acceptance",
-           "forwards_per_token", "mean_ttft_s", "run"]
+           "forwards_per_token", "mean_ttft_s", "wall_s_per_example", "extra_generated_tokens", "run"]
 # decimals shown in the Markdown table (the CSV and Parquet keep full precision)
 DECIMALS = {"quality": 3, "quality_ci_low": 3, "quality_ci_high": 3, "tokens_per_s": 1, "speedup": 2,
-            "mat": 2, "chain_acceptance": 3, "tree_acceptance": 3, "forwards_per_token": 3, "mean_ttft_s": 3}
+            "mat": 2, "chain_acceptance": 3, "tree_acceptance": 3, "forwards_per_token": 3, "mean_ttft_s": 3,
+            "wall_s_per_example": 2, "extra_generated_tokens": 1}
 SPEEDUP_NOTE = ("speedup = tokens/s ratio vs plain greedy. speedup_kind 'paired': greedy timed in the same process on the "
                 "same engine and examples, interleaved (run.paired_baseline=true), the number to cite; 'across runs': vs the "
                 "newest greedy run (same task and task options, model identity, dtype, device, threads, max_new_tokens) "
@@ -88,6 +89,11 @@ def table_rows(runs: list[dict]) -> list[dict]:
                 **{f"extra_{k}": v for k, v in extra.items()}, "run": r["dir"].name,
                 "budget": (meta.get("strategy_params") or {}).get("budget"),
                 "quality_metric": meta.get("quality_metric"), "quality_direction": meta.get("quality_direction")}
+        n_ok = (agg.get("n") or 0) - (agg.get("errors") or 0)
+        line["wall_s_per_example"] = agg["total_wall_s"] / n_ok if n_ok else math.nan
+        if meta.get("search"):  # per-token speed numbers of the chosen answer mean nothing for a search
+            for k in ("tokens_per_s", "mat", "mean_ttft_s", "chain_acceptance", "tree_acceptance", "forwards_per_token"):
+                line[k] = math.nan
         lines.append(line)
     return lines
 
@@ -103,7 +109,7 @@ def _fmt(value, col: str) -> str:
 def write_markdown(df, path: Path, task: str, quality_metric: str, direction: str = "higher") -> None:
     head = [f"# {task} (quality: {metrics.quality_label(quality_metric, direction)})", "", SPEEDUP_NOTE, "",
             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    body = ["| " + " | ".join(_fmt(rec[c], c) for c in COLUMNS) + " |" for rec in df.to_dict("records")]
+    body = ["| " + " | ".join(_fmt(rec.get(c), c) for c in COLUMNS) + " |" for rec in df.to_dict("records")]
     path.write_text("\n".join(head + body) + "\n")
 
 
@@ -115,6 +121,7 @@ def write_plot(df, path: Path, task: str, quality_metric: str, direction: str = 
 
     from harness.plots import label_points, quality_axis, zero_based
 
+    df = df[df["tokens_per_s"].notna()]  # search runs have no per-token speed (their plot is the budget one)
     fig, ax = plt.subplots(figsize=(7, 5))
     yerr = [(df["quality"] - df["quality_ci_low"]).clip(lower=0).fillna(0),
             (df["quality_ci_high"] - df["quality"]).clip(lower=0).fillna(0)]

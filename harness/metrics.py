@@ -209,6 +209,8 @@ def paired(rows: list[dict]) -> dict:
             "paired_speedup_ci_low": boots[25] if boots else math.nan,
             "paired_speedup_ci_high": boots[974] if boots else math.nan,
             "paired_identical": float(np.mean([bool(b.get("identical")) for b in base])),
+            "paired_tie_consistent": float(np.mean([bool(b.get("identical") or b.get("tie_consistent"))
+                                                    for b in base])),
             "paired_greedy_quality": float(np.mean(bq)) if bq else math.nan,
             "paired_greedy_tokens_per_s": _ratio(sum(b["new_tokens"] for b in base), sum(b["wall_s"] for b in base)),
             "paired_wall_ratio": _ratio(sum(r["wall_s"] for r in ok), sum(b["wall_s"] for b in base)),

@@ -334,6 +334,15 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
                                     "ran_first": greedy_first, "identical": same, "first_difference": diff,
                                     "quality": bstats.get("quality"), "extracted": bstats.get("extracted"),
                                     **({} if same else {"output_text": btext})}
+            if not same and strategy.lossless and not strategy.search:
+                # low precision: a verification forward rounds unlike one-token forwards, so a lossless
+                # method may leave greedy at a near-tie; the teacher-forced check tells a tie from a bug
+                from harness.tiecheck import tie_check
+
+                gap = float(rc.get("tie_gap", 0.3))
+                tc = tie_check(target, prompt.ids, list(trace.tokens), gap)
+                row["paired_greedy"].update({"tie_consistent": tc["tie_consistent"], "tie_gap": gap,
+                                             "max_deficit": tc["max_deficit"]})
             row["paired_speedup"] = ((len(trace.tokens) / wall) / (len(base["tokens"]) / base["wall_s"])
                                      if wall > 0 and base["tokens"] and base["wall_s"] > 0 else None)
         if trace.candidates:  # multi-output methods (beams, superposed drafts): every output, best first
@@ -452,7 +461,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"   speedup vs greedy (paired, same process, {s['paired_n']} examples): "
                      f"{f(s['paired_speedup'], '.2f')}x [95% CI {f(s['paired_speedup_ci_low'], '.2f')}, "
                      f"{f(s['paired_speedup_ci_high'], '.2f')}]   tokens identical to greedy on "
-                     f"{round(s['paired_identical'] * s['paired_n'])}/{s['paired_n']}   greedy quality "
+                     f"{round(s['paired_identical'] * s['paired_n'])}/{s['paired_n']} (tie-consistent "
+                     f"{round(s['paired_tie_consistent'] * s['paired_n'])}/{s['paired_n']})   greedy quality "
                      f"{f(s['paired_greedy_quality'], '.3f')}")
     if "speedup" in s:
         lines.append(f"   speedup vs {s['baseline']}: {f(s['speedup'], '.2f')}x on {s['speedup_examples']} "

@@ -45,6 +45,35 @@ def last_number(text: str) -> str | None:
     return normalize_number(m[-1]) if m else None
 
 
+# ---------------------------------------------------------------------- lm-eval's gsm8k rules, exactly
+# lm-evaluation-harness tasks/gsm8k/gsm8k.yaml (version 3.0): two filters, then exact_match with
+# ignore_case and regexes_to_ignore applied to prediction and reference alike.
+LM_EVAL_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")          # group_select 0 (the FIRST match)
+LM_EVAL_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")    # group_select -1 (the LAST match)
+LM_EVAL_IGNORE = (",", "\\$", "(?s).*#### ", "\\.$")
+LM_EVAL_FALLBACK = "[invalid]"
+
+
+def lm_eval_regex(text: str, pattern: re.Pattern, group_select: int) -> str:
+    """lm-eval's regex filter: findall, take match[group_select]; a tuple of groups gives its
+    first non-empty group; stripped; '[invalid]' when nothing matches."""
+    found = pattern.findall(text if isinstance(text, str) else "")
+    if not found:
+        return LM_EVAL_FALLBACK
+    m = found[group_select]
+    if isinstance(m, tuple):
+        m = next((g for g in m if g), LM_EVAL_FALLBACK)
+    return m.strip()
+
+
+def lm_eval_exact_match(prediction: str, reference: str) -> float:
+    """exact_match as lm-eval's gsm8k config calls it: every regex of regexes_to_ignore removed
+    from both strings (in order), lower-cased, then string equality."""
+    for pat in LM_EVAL_IGNORE:
+        prediction, reference = re.sub(pat, "", prediction), re.sub(pat, "", reference)
+    return float(prediction.lower() == reference.lower())
+
+
 # ---------------------------------------------------------------------- boxed answers (MATH, AIME)
 
 _BOX_CMD = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")

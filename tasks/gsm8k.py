@@ -2,8 +2,9 @@
 
 Data: hub `openai/gsm8k` config `main` split `test`, or `<HARNESS_DATA_DIR>/gsm8k/test.jsonl`
 (see ../shared/data/gsm8k/SOURCE.md). Gold = the number after `####`. The model is asked to
-reason step by step and end with `#### <number>`; `quality` uses strict extraction (the
-`####` marker) falling back to the last number in the output (flexible); both are stored.
+reason step by step and end with `#### <number>`; `quality` is the harness's lenient extraction
+(the last `####` number, else the last number); `strict_match` and `flexible_match` are
+lm-evaluation-harness's gsm8k metrics of the same names, rule for rule (see `score`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import hashlib
 
 from harness.errors import ConfigError
-from tasks.answers import last_number, strict_final_number
+from tasks.answers import (LM_EVAL_FLEXIBLE, LM_EVAL_STRICT, last_number, lm_eval_exact_match, lm_eval_regex,
+                           strict_final_number)
 from tasks.base import Task, load_hub, read_jsonl
 
 INSTRUCTION = ("Solve the following math word problem. Reason step by step, then give the final "
@@ -20,7 +22,7 @@ INSTRUCTION = ("Solve the following math word problem. Reason step by step, then
 
 class GSM8K(Task):
     name = "gsm8k"
-    version = "1"
+    version = "2"  # 2: strict_match / flexible_match are lm-eval's rules exactly (were lenient)
     data_dir = "gsm8k"
     secondary_metrics = ("strict_match", "flexible_match")
 
@@ -79,8 +81,16 @@ class GSM8K(Task):
         return f"#### {example['gold']}"
 
     def score(self, example, output):
-        strict, flexible = strict_final_number(output), last_number(output)
+        """quality: the harness's lenient extraction (the last '####' number, '$', ',' and '.00'
+        normalised, else the last number). strict_match / flexible_match: EXACTLY lm-eval's gsm8k
+        filters and exact_match (tasks.answers.lm_eval_*): the first '#### N' with one space and
+        no '$'; the last number-like run; compared after its regexes_to_ignore (',', '$', a
+        trailing '.') as strings, so '18.00' != '18'. The reference after those regexes equals
+        `gold` on every GSM8K train and test row (checked in tests/test_gsm8k_metrics.py)."""
         extracted = self.extract_answer(output)
-        return {"extracted": extracted, "quality": float(extracted == example["gold"]),
-                "strict_match": float(strict == example["gold"]),
-                "flexible_match": float(flexible == example["gold"])}
+        ref = example["gold"]
+        strict = lm_eval_regex(output, LM_EVAL_STRICT, 0)
+        flexible = lm_eval_regex(output, LM_EVAL_FLEXIBLE, -1)
+        return {"extracted": extracted, "quality": float(extracted == ref),
+                "strict_match": lm_eval_exact_match(strict, ref), "flexible_match": lm_eval_exact_match(flexible, ref),
+                "lm_eval_strict": strict, "lm_eval_flexible": flexible}
