@@ -66,7 +66,23 @@ def table(pld: dict, sc: dict, rows_pld: list[dict], rows_sc: list[dict]) -> tup
             sp += f" [{f(li['speedup_ci'][0], '.2f')}, {f(li['speedup_ci'][1], '.2f')}]"
         md.append(f"| {li['method']} | {li['correct']} | {f(li['accuracy'], '.3f')} | {f(li['tokens/s'], '.1f')} | "
                   f"{sp} | {li['identical']} | {f(li['generated tok/problem'], '.0f')} | {f(li['wall s/problem'], '.1f')} |")
-    return lines, "\n".join(md)
+    notes = []
+    n_id, n_tc, n = (round(pld["paired_identical"] * pld["paired_n"]), round(pld["paired_tie_consistent"] * pld["paired_n"]),
+                     pld["paired_n"])
+    if n_id < n:
+        notes.append(f"- pld: {n_id}/{n} outputs token-identical to greedy's; {n_tc - n_id} more differ only where "
+                     f"low-precision rounding flips a near-tie (tie-consistent: every token within "
+                     f"{ok_p[0]['paired_greedy'].get('tie_gap', 0.3) if ok_p else 0.3} nats of the target's best, "
+                     f"teacher-forced), so an accuracy difference between pld and greedy here is rounding, not "
+                     f"the method; {n - n_tc} not tie-consistent. model.dtype=float32 gives exact identity.")
+    else:
+        notes.append(f"- pld: all {n} outputs token-identical to greedy's.")
+    if g_tok and lines[2]["generated tok/problem"]:
+        notes.append(f"- self-consistency: {lines[2]['generated tok/problem'] / g_tok:.1f}x greedy's generated tokens "
+                     f"and {lines[2]['wall s/problem'] / g_wall:.1f}x its wall time per problem (the N samples are "
+                     f"batched); accuracy {lines[2]['correct']} vs greedy's {lines[0]['correct']} on "
+                     f"{len(ok_s)} problems (see the CIs: a few problems cannot separate them).")
+    return lines, "\n".join(md) + "\n\n" + "\n".join(notes)
 
 
 def plot(lines: list[dict], n: int, path: Path, title: str) -> None:

@@ -285,7 +285,7 @@ def _loop(task, strategy, target, draft, todo, rc, writer, info) -> None:
     bar = tqdm(todo, desc=info["run"][:40], unit="ex", disable=not rc.progress, dynamic_ncols=True)
     qm = info.get("quality_metric") or "quality"
     q_key = f"{qm}{'↓' if metrics.lower_is_better(info.get('quality_direction')) else '↑'}"  # e.g. wer↓
-    n_q, sum_q, toks, secs, errors = 0, 0.0, 0, 0.0, 0
+    n_q, sum_q, toks, secs, errors, gen = 0, 0.0, 0, 0.0, 0, 0
     for ex, s in bar:
         row = _one(task, strategy, target, draft, ex, s, rc, info)
         writer.write(row)
@@ -295,8 +295,11 @@ def _loop(task, strategy, target, draft, todo, rc, writer, info) -> None:
             sum_q += row["quality"] or 0.0
             toks += row["new_tokens"]
             secs += row["wall_s"]
-        bar.set_postfix({q_key: f"{sum_q / max(n_q, 1):.3f}"}, tok_s=f"{toks / max(secs, 1e-9):.1f}",
-                        errors=errors)
+        if not row["error"]:
+            gen += (row.get("extra") or {}).get("generated_tokens") or row["new_tokens"]
+        speed = {"gen_tok_per_ex": f"{gen / max(n_q, 1):.0f}"} if info.get("search") else \
+            {"tok_s": f"{toks / max(secs, 1e-9):.1f}"}  # a search's cost is what it generated
+        bar.set_postfix({q_key: f"{sum_q / max(n_q, 1):.3f}", **speed, "errors": errors})
 
 
 def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:

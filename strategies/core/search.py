@@ -58,6 +58,7 @@ class StepSampler:
     def __init__(self, engine, sampling, max_step_tokens: int = 256):
         self.engine, self.sampling, self.max_step_tokens = engine, sampling, max_step_tokens
         self.generated = 0  # tokens sampled so far (all rows)
+        self.on_token = None  # progress callback, called once per batched forward
 
     def token_text(self, t: int) -> str:
         return self.engine.token_text(t)
@@ -113,6 +114,8 @@ class StepSampler:
                     continue
                 keep.append(j)
                 feed.append(t)
+            if self.on_token is not None:
+                self.on_token()
             if stop_first and first_eos:
                 break
             if not keep:
@@ -290,13 +293,13 @@ class Search:
 
             total = getattr(strategy, "token_budget", None)
             self.bar = tqdm(total=total, desc=f"  {strategy.name} search", unit="tok", leave=False, position=1,
-                            dynamic_ncols=True)
+                            dynamic_ncols=True, mininterval=0.5)
+            self.sampler.on_token = self._progress
 
     def _progress(self) -> None:
         if self.bar is not None:
-            self.bar.n = self.generated
+            self.bar.update(self.generated - self.bar.n)  # tqdm throttles the redraws (mininterval)
             self.bar.set_postfix(expansions=self.expansions, scorer_calls=self.prm_calls, refresh=False)
-            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
