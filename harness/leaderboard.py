@@ -89,6 +89,7 @@ def table_rows(runs: list[dict]) -> list[dict]:
                 **{f"extra_{k}": v for k, v in extra.items()}, "run": r["dir"].name,
                 "budget": (meta.get("strategy_params") or {}).get("budget"),
                 "quality_metric": meta.get("quality_metric"), "quality_direction": meta.get("quality_direction")}
+        line.setdefault("extra_generated_tokens", math.nan)
         n_ok = (agg.get("n") or 0) - (agg.get("errors") or 0)
         line["wall_s_per_example"] = agg["total_wall_s"] / n_ok if n_ok else math.nan
         if meta.get("search"):  # per-token speed numbers of the chosen answer mean nothing for a search
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         df = df.sort_values(["model", "dtype", "max_new_tokens", "strategy", "run"], na_position="last")
         qm = next((m for m in df["quality_metric"] if m), "quality")
         qd = next((d for d in df["quality_direction"] if isinstance(d, str) and d), "higher")
-        extra = sorted(c for c in df.columns if c.startswith(("score_", "extra_")) and df[c].notna().any())
+        extra = sorted(c for c in df.columns if c.startswith(("score_", "extra_")) and df[c].notna().any()
+                       and c not in COLUMNS)
         full = df[COLUMNS + extra].reset_index(drop=True)  # CSV / Parquet: + secondary metrics, strategy counters
         budget_plot = "extra_generated_tokens" in df.columns and df["extra_generated_tokens"].notna().any()
         if budget_plot:

@@ -25,7 +25,8 @@ def quality_axis(ax, metric: str, direction: str = "higher", values=(), label: s
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if lower:
         top = max([1.0, *[v * 1.05 for v in finite]])
-        ax.set_ylim(top, 0.0)  # inverted: up is better
+        ax.set_ylim(0.0, top)
+        ax.invert_yaxis()  # up is better
     else:
         top = 1.0 if all(v <= 1.0 for v in finite) else max(finite) * 1.05
         ax.set_ylim(-0.02 * top, top * 1.02)
@@ -40,6 +41,16 @@ def zero_based(ax, axis: str = "x", values=()) -> None:
     (ax.set_xlim if axis == "x" else ax.set_ylim)(0, top)
 
 
+def renderer_of(fig):
+    """A renderer for measuring text boxes, whatever backend the figure was made under."""
+    if not hasattr(fig.canvas, "get_renderer"):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()  # fixes the transforms
+    return fig.canvas.get_renderer()
+
+
 # candidate label offsets in points, tried in order until one does not overlap a placed label
 _OFFSETS = [(6, 6), (6, -14), (6, 18), (6, -26), (-8, 6), (-8, -14), (6, 30), (6, -38), (-8, 18), (-8, -26),
             (6, 42), (6, -50)]
@@ -50,8 +61,7 @@ def label_points(ax, xs, ys, labels, fontsize: int = 8) -> list:
     right-down, further up/down, then left) whose box meets no label placed before it. Returns the
     annotations (tests read their extents)."""
     fig = ax.figure
-    fig.canvas.draw()  # fixes the transforms
-    renderer = fig.canvas.get_renderer()
+    renderer = renderer_of(fig)
     placed, out = [], []
     order = sorted(range(len(labels)), key=lambda i: (xs[i], ys[i]))
     for i in order:

@@ -247,7 +247,7 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
             draft = strategy.draft.load() if strategy.draft is not None else None
             check_engines(strategy, target, draft)
             strategy.setup(target, draft)
-            if strategy.search:
+            if getattr(strategy, "search", False):
                 strategy.show_progress = bool(rc.progress)
             task_options = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
                             if k not in ("_target_", "limit", "path")}
@@ -261,7 +261,7 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
                     "quality_direction": task.direction(),
                     "metric_directions": {m: task.direction(m) for m in
                                           (task.quality_metric, *task.directions)},
-                    "summary_fields": list(strategy.summary_fields), "search": bool(strategy.search),
+                    "summary_fields": list(strategy.summary_fields), "search": bool(getattr(strategy, "search", False)),
                     "paired_baseline": bool(rc.get("paired_baseline")), "row_labels": strategy.row_labels(),
                     "max_new_tokens": rc.max_new_tokens, "seed": rc.seed,
                     "secondary_metrics": list(task.secondary_metrics), **machine}
@@ -309,7 +309,7 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
            "strategy": info["strategy"], "model": info["model"], "model_name": info["model_name"],
            "dtype": info["model_spec"]["dtype"], **info["row_labels"], "error": None}
     try:
-        ids, messages = task.render(target, ex)
+        ids, messages = task.prompt_ids(target, ex)
         prompt = Prompt(ids, messages, **task.prompt_structure(ex))
         row["prompt_hash"] = provenance.stable_hash(prompt.ids)[:16]
         row["prompt_messages"] = messages  # what the model read, auditable without re-loading the task
@@ -337,7 +337,7 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
                                     "ran_first": greedy_first, "identical": same, "first_difference": diff,
                                     "quality": bstats.get("quality"), "extracted": bstats.get("extracted"),
                                     **({} if same else {"output_text": btext})}
-            if not same and strategy.lossless and not strategy.search:
+            if not same and getattr(strategy, "lossless", False) and not getattr(strategy, "search", False):
                 # low precision: a verification forward rounds unlike one-token forwards, so a lossless
                 # method may leave greedy at a near-tie; the teacher-forced check tells a tie from a bug
                 from harness.tiecheck import tie_check

@@ -64,11 +64,11 @@ class Task:
         examples, each a user turn and its answer as the assistant turn), then `prompt(example)`."""
         p = self.prompting
         msgs = [{"role": "system", "content": p["system_prompt"]}] if p["system_prompt"] else []
-        for shot in self.shots():
+        for shot in self.fewshot_examples():
             msgs += [*self.prompt(shot), {"role": "assistant", "content": self.fewshot_target(shot)}]
         return msgs + self.prompt(example)
 
-    def render(self, engine, example: dict) -> tuple[list[int], list[dict]]:
+    def prompt_ids(self, engine, example: dict) -> tuple[list[int], list[dict]]:
         """(prompt token ids, the messages they came from) under this task's prompting settings."""
         msgs = self.messages(example)
         if self.prompting["chat_template"]:
@@ -88,7 +88,7 @@ class Task:
                 out += m["content"] + "\n\n"
         return out
 
-    def shots(self) -> list[dict]:
+    def fewshot_examples(self) -> list[dict]:
         """The first `num_fewshot` examples of the task's train split (lm-eval's first_n sampler:
         the same exemplars for every test example, so rows do not depend on the order)."""
         n = self.prompting["num_fewshot"]

@@ -56,7 +56,7 @@ def test_sweep_with_a_key_one_job_lacks_is_refused_naming_the_job(tmp_path):
 
 def test_failing_sweep_job_prints_its_line_and_the_sweep_goes_on(tmp_path):
     rc, out, err = cli("-m", "model=tiny_random", "strategy=speculative", "model@strategy.draft=tiny_random",
-                       "strategy.draft.tiny.vocab_size=300,260", "strategy.k=2", "task=demo_arith", "task.limit=1",
+                       "strategy.draft.tiny.vocab_size=300,260", "strategy.draft.truncate_layers=0", "strategy.k=2", "task=demo_arith", "task.limit=1",
                        "run.max_new_tokens=4", "run.progress=false", f"run.results_dir={tmp_path}",
                        "hydra.sweep.dir=" + str(tmp_path / "_hydra"))
     assert "different vocabularies" in err and "Traceback" not in err, err
@@ -133,7 +133,9 @@ def test_prompting_controls_system_fewshot_plain_text(tmp_path):
     assert not any(x["content"].split("\n\n")[-1] in test_questions for x in m[1:-1] if x["role"] == "user")
     plain = DemoArithmetic(prompting={"num_fewshot": 1, "chat_template": False})
     text = plain.plain_text(plain.messages(ex))
-    assert text.count("####") == 1 and text.endswith(ex["question"] + "\n")
+    import re
+
+    assert len(re.findall(r"#### \d", text)) == 1 and text.endswith(ex["question"] + "\n")
     with pytest.raises(Exception, match="unknown prompting"):
         DemoArithmetic(prompting={"shots": 2})
     # part of the run identity: another folder
@@ -143,7 +145,7 @@ def test_prompting_controls_system_fewshot_plain_text(tmp_path):
     cfg = cfg_for(tmp_path, "task.prompting.chat_template=false")
     task, _, spec = build(cfg)
     eng = spec.load()
-    ids, _ = task.render(eng, task.load()[0])
+    ids, _ = task.prompt_ids(eng, task.load()[0])
     assert eng.decode(ids).startswith("Solve the following") and "User:" not in eng.decode(ids)
 
 
@@ -237,7 +239,9 @@ def test_plots_fixed_quality_axis_speed_from_zero_labels_apart(tmp_path, monkeyp
     ax = saved["fig"].axes[0]
     assert ax.get_ylim() == pytest.approx((-0.02, 1.02)) and ax.get_xlim()[0] == 0
     assert "n = 8" in ax.get_title()
-    r = saved["fig"].canvas.get_renderer()
+    from harness.plots import renderer_of
+
+    r = renderer_of(saved["fig"])
     boxes = [t.get_window_extent(r) for t in ax.texts]
     assert len(boxes) == 3 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     # the CI bars are drawn (not collapsed): vertical extent of the error lines = the CI
