@@ -126,6 +126,7 @@ class ModelSpec:
     mask_token_id: int | None = None  # diffusion: the mask token (null = the layout's: LLaDA 126336, Dream 151666)
     layout: str = "auto"  # diffusion checkpoints: auto | llada | dream | hf (see harness/engines/diffusion.py)
     sliding_window: bool = False  # the model has sliding-window layers (known before conversion: no rollback)
+    bidirectional_prompt: bool = False  # the prompt's prefill attends both ways (Huang et al.'s bi-attention variant)
 
     def __post_init__(self):
         if isinstance(self.pack, dict) or (self.pack is not None and not isinstance(self.pack, Pack)):
@@ -169,6 +170,8 @@ class ModelSpec:
             s += f"+weights:{str(self.weights.get('sha256', ''))[:16]}"
         if self.kind == "diffusion":
             s += "[diffusion]"
+        if self.bidirectional_prompt:
+            s += "[bidirectional prompt]"
         return s + (f"[first {self.truncate_layers} layers]" if self.truncate_layers else "")
 
     # ------------------------------------------------------------------ checks without weights
@@ -282,7 +285,9 @@ class ModelSpec:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model = model.to(device).eval()
-        return HFEngine(model, tok, name=self.name, dtype=self.dtype)
+        eng = HFEngine(model, tok, name=self.name, dtype=self.dtype)
+        eng.bidirectional_prompt = bool(self.bidirectional_prompt)
+        return eng
 
     def _load_diffusion(self, torch_dtype):
         """A masked-diffusion LM: a tiny random model of a real layout, or a checkpoint folder /

@@ -71,9 +71,15 @@ class Task:
     def prompt_ids(self, engine, example: dict) -> tuple[list[int], list[dict]]:
         """(prompt token ids, the messages they came from) under this task's prompting settings."""
         msgs = self.messages(example)
+        prefix = self.assistant_prefix(example)
         if self.prompting["chat_template"]:
-            return engine.render(msgs), msgs
-        return engine.encode(self.plain_text(msgs), special=True), msgs
+            return engine.render(msgs) + (engine.encode(prefix) if prefix else []), msgs
+        return engine.encode(self.plain_text(msgs) + prefix, special=True), msgs
+
+    def assistant_prefix(self, example: dict) -> str:
+        """Text the assistant turn starts with (prefilled after the generation prompt, e.g. the
+        multi-hop paper's "\\boxed{"); the model's output is what follows it. Default: none."""
+        return ""
 
     def plain_text(self, messages: list[dict]) -> str:
         """The prompt as plain text for `chat_template: false` (lm-eval's layout without a chat

@@ -40,7 +40,8 @@ ref_words) and `set`. A run's mean quality is the paper's utterance-averaged WER
 
 Oracles are analysis, not strategies: an oracle needs the reference by definition, and a
 strategy must never see it (it only gets the prompt). `oracle_report()` / the CLI
-`python -m tasks.hyporadise oracle --set wsj_score [--normalize none|paper] [--limit N]` compute
+`python -m tasks.hyporadise oracle --set wsj_score [--normalize paper|none] [--limit N]` (default
+`paper`, the task's own default, so a run's 1-best WER equals the oracle's 1-best column) compute
 per set: 1-best, o_nb (best hypothesis of the list), o_cp (compositional oracle: best word
 sequence through a ROVER-style confusion network of the 5 hypotheses, see `cn_oracle_edits`)
 and a bag-of-words bound (a reference word is free if any hypothesis has that word anywhere;
@@ -369,7 +370,7 @@ def bag_oracle_edits(hyps: list[list[str]], ref: list[str]) -> int:
     return sum(w not in have for w in ref)
 
 
-def oracle_stats(rows: list[dict], normalize: str = "none", compositional: bool = True) -> dict:
+def oracle_stats(rows: list[dict], normalize: str = "paper", compositional: bool = True) -> dict:
     """1-best, o_nb, o_cp and bag bound of raw rows, as utterance-averaged and corpus WER fractions."""
     tot = {k: [0.0, 0] for k in ("onebest", "onb", "ocp", "bag")}  # [sum of utterance WERs, sum of edits]
     ref_words, refs, onebest, onb = 0, [], [], []
@@ -399,7 +400,7 @@ def oracle_stats(rows: list[dict], normalize: str = "none", compositional: bool 
     return out
 
 
-def oracle_report(sets=DEFAULT_SETS, normalize: str = "none", limit: int | None = None, path: str | None = None,
+def oracle_report(sets=DEFAULT_SETS, normalize: str = "paper", limit: int | None = None, path: str | None = None,
                   compositional: bool = True) -> list[dict]:
     """Per set: oracle_stats (fractions) + the README's o_nb / o_cp (percent) where it has them."""
     out = []
@@ -422,8 +423,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     o = sub.add_parser("oracle", help="1-best / o_nb / o_cp WER per set (WER %%)")
     o.add_argument("--set", action="append", choices=SETS, help="repeatable; default: the 10 distinct sets")
-    o.add_argument("--normalize", choices=NORMALIZE, default="none",
-                   help="'none' = README protocol (default); 'paper' = the task's default scoring")
+    o.add_argument("--normalize", choices=NORMALIZE, default="paper",
+                   help="'paper' = the task's default scoring (default); 'none' = the dataset README's protocol")
     o.add_argument("--limit", type=int, default=None, help="first N rows of each set")
     o.add_argument("--path", default=None, help="folder of test_<set>.json (default: HARNESS_DATA_DIR or the hub)")
     o.add_argument("--no-cp", action="store_true", help="skip the compositional oracle (the slow part)")

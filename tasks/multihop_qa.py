@@ -18,9 +18,17 @@ orders (`document_order` below), rendered as in the paper's utils.py:
 
 Scoring: `quality` = the paper's substring EM (tasks/qa_metrics.py) of the extracted answer
 against the answer and its aliases (MuSiQue `answer_aliases`); SQuAD EM and F1 are stored too.
-Extraction: answer_only = the last non-empty line (the paper's rule; a `\\boxed{}` wrapper or an
-`Answer:` prefix on it is removed); cot = the text after the last `Answer:` ("" if there is none,
-as the paper scores a CoT output without its answer marker as empty).
+Prompts (`prompt_style`): `paper_answer_only` (default) and `paper_cot` are the paper's own
+(its public code: utils.py, inference.py, compute_metrics.py): a system prompt asking for the
+answer within `\\boxed{}` (answer-only: "You are {persona} and are now helping answer question
+based on some search result. ...", persona Qwen or Llama as in its two model families; CoT:
+"Please reason step by step, ..."), the user turn = the documents and the question, and for
+answer-only the assistant turn prefilled with `\\boxed{` (`Task.assistant_prefix`). Extraction as
+its compute_metrics.py: answer-only = the output's last line (the closing brace dropped), CoT =
+the FIRST `\\boxed{...}` (no nested braces; "" if none). `answer_only` / `cot` are this
+harness's earlier prompts, kept as named options: no system prompt, an instruction line;
+answer_only = the last non-empty line (a `\\boxed{}` wrapper or an `Answer:` prefix removed), cot
+= the text after the last `Answer:` ("" if there is none).
 """
 
 from __future__ import annotations
@@ -43,7 +51,18 @@ DATASETS = {  # name -> local file, hub (id, config, split), required fields of 
                         ("_id", "question", "answer", "supporting_facts")),
 }
 ORDERS = ("original", "forward", "backward", "forward_0", "forward_k", "gold", "rm_first", "random")
-PROMPT_STYLES = ("answer_only", "cot")
+# paper_*: the paper's own prompts (hwy9855/MultiHopQA-Reasoning utils.py SYSTEM_PROMPTS / PROMPTS["raw"],
+# inference.py: system + user turn, the assistant turn prefilled with "\boxed{" for answer-only;
+# compute_metrics.py: answer-only = the last line of the output, CoT = the first \boxed{...}).
+# answer_only / cot: this harness's earlier prompts (no system prompt, an instruction line, "Answer:").
+PROMPT_STYLES = ("paper_answer_only", "paper_cot", "answer_only", "cot")
+PAPER_SYSTEM = {
+    "paper_answer_only": ("You are {persona} and are now helping answer question based on some search result. "
+                          "Only provide the exact final answer and put it within \\boxed{{}}."),
+    "paper_cot": "Please reason step by step, and put your final answer within \\boxed{{}}.",
+}
+PAPER_PREFILL = {"paper_answer_only": "\\boxed{"}
+_FIRST_BOX = re.compile(r"\\boxed{([^}]+)}")
 
 PROMPT = ("Answer the question using only the provided search results (some of which might be "
           "irrelevant). \n\n{docs}\n\nQuestion: {question}\n.")
@@ -131,6 +150,12 @@ def _clean(ans: str) -> str:
 def extract_answer(output: str, style: str) -> str:
     """The answer string in a model output (see the module docstring)."""
     text = (output or "").strip()
+    if style == "paper_cot":  # the paper's get_cot_ans: the FIRST \boxed{...} without nested braces
+        m = _FIRST_BOX.findall(text)
+        return m[0] if m else ""
+    if style == "paper_answer_only":  # the paper: prediction.strip().split("\n")[-1]; the prefilled
+        last = text.split("\n")[-1] if text else ""  # "\boxed{" leaves the closing brace in it
+        return last[:-1] if last.endswith("}") else last
     if style == "cot":
         pos = text.rfind(MARKER)
         if pos < 0:
@@ -222,9 +247,13 @@ class MultiHopQA(Task):
     secondary_metrics = ("squad_em", "squad_f1")
 
     def __init__(self, limit=None, path=None, dataset: str = "musique", order: str = "original",
-                 k: int = 1, prompt_style: str = "answer_only", seed: int = 0,
-                 skip_no_context: bool = True, prompting=None):
+                 k: int = 1, prompt_style: str = "paper_answer_only", seed: int = 0,
+                 skip_no_context: bool = True, persona: str = "Qwen", prompting=None):
         super().__init__(limit, path, prompting=prompting)
+        self.persona = str(persona)
+        if prompt_style in PAPER_SYSTEM and self.prompting["system_prompt"]:
+            raise ConfigError(f"task {self.name}: prompt_style {prompt_style} brings the paper's system prompt; "
+                              f"leave prompting.system_prompt null (or use prompt_style answer_only / cot)")
         if dataset not in DATASETS:
             raise ConfigError(f"task {self.name}: dataset {dataset!r} is not one of {', '.join(DATASETS)}")
         if order not in ORDERS:
@@ -245,7 +274,8 @@ class MultiHopQA(Task):
 
     def describe(self):
         return {**super().describe(), "dataset": self.dataset, "order": self.order,
-                "k": self.k if self.order == "forward_k" else None, "prompt_style": self.prompt_style}
+                "k": self.k if self.order == "forward_k" else None, "prompt_style": self.prompt_style,
+                "persona": self.persona if self.prompt_style == "paper_answer_only" else None}
 
     def _file(self) -> Path | None:
         local = self.local_dir()
@@ -300,7 +330,13 @@ class MultiHopQA(Task):
 
     def prompt(self, example):
         body = PROMPT.format(docs=self.render_documents(example), question=example["question"])
+        if self.prompt_style in PAPER_SYSTEM:
+            return [{"role": "system", "content": PAPER_SYSTEM[self.prompt_style].format(persona=self.persona)},
+                    {"role": "user", "content": body}]
         return [{"role": "user", "content": body + "\n\n" + INSTRUCTIONS[self.prompt_style]}]
+
+    def assistant_prefix(self, example) -> str:
+        return PAPER_PREFILL.get(self.prompt_style, "")
 
     def gold_output(self, example):
         return example["answers"][0]

@@ -169,7 +169,7 @@ def test_document_order_on_a_toy_list():
 # ---------------------------------------------------------------------- prompt and scoring
 @needs_data
 def test_prompt_renders_the_permuted_documents():
-    task = MultiHopQA(dataset="musique", order="forward_0")
+    task = MultiHopQA(dataset="musique", order="forward_0", prompt_style="answer_only")
     e = task.load()[0]
     text = task.prompt(e)[0]["content"]
     assert text.startswith("Answer the question using only the provided search results")
@@ -185,7 +185,7 @@ def test_prompt_renders_the_permuted_documents():
 @needs_data
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_gold_scores_one_and_empty_scores_zero(dataset):
-    ans, cot = MultiHopQA(dataset=dataset), MultiHopQA(dataset=dataset, prompt_style="cot")
+    ans, cot = MultiHopQA(dataset=dataset, prompt_style="answer_only"), MultiHopQA(dataset=dataset, prompt_style="cot")
     for e in load(dataset):
         for gold in e["answers"]:
             for task, out in ((ans, gold), (cot, f"Step 1 ... so it is this.\nAnswer: {gold}")):
@@ -321,4 +321,94 @@ def test_yaml_builds_the_task():
     cfg = OmegaConf.load(ROOT / "conf" / "task" / "multihop_qa.yaml")
     task = instantiate(cfg, _convert_="all")
     assert isinstance(task, MultiHopQA) and (task.dataset, task.order, task.prompt_style) == (
-        "musique", "original", "answer_only")
+        "musique", "original", "paper_answer_only")  # the paper's prompt is the default (#18)
+
+
+# ---------------------------------------------------------------------------- the paper's prompts (#18)
+PAPER_USER = ("Answer the question using only the provided search results (some of which might be irrelevant). "
+              "\n\n{}\n\nQuestion: {}\n.")  # its utils.py PROMPTS["raw"], written out here independently
+
+
+@needs_data
+def test_paper_prompts_are_the_papers():
+    task = MultiHopQA(dataset="musique", order="gold")
+    e = task.load()[0]
+    m = task.messages(e)
+    assert m[0] == {"role": "system", "content": "You are Qwen and are now helping answer question based on some "
+                    "search result. Only provide the exact final answer and put it within \\boxed{}."}
+    docs = "\n".join(f"Document [{i}](Title: {e['docs'][d]['title']}) {e['docs'][d]['text']}"
+                     for i, d in enumerate(e["doc_order"]))
+    assert m[1] == {"role": "user", "content": PAPER_USER.format(docs, e["question"])} and len(m) == 2
+    assert task.assistant_prefix(e) == "\\boxed{"
+    assert MultiHopQA(dataset="musique", persona="Llama").messages(e)[0]["content"].startswith("You are Llama and")
+    cot = MultiHopQA(dataset="musique", order="gold", prompt_style="paper_cot")
+    assert cot.messages(e)[0]["content"] == "Please reason step by step, and put your final answer within \\boxed{}."
+    assert cot.assistant_prefix(e) == ""
+    with pytest.raises(ConfigError, match="system prompt"):
+        MultiHopQA(dataset="musique", prompting={"system_prompt": "x"})
+
+
+@pytest.mark.parametrize("output,style,want", [
+    ("Paris}", "paper_answer_only", "Paris"),              # continues the prefilled \boxed{
+    ("Let me think\nParis}", "paper_answer_only", "Paris"),  # the last line
+    ("so \\boxed{Paris} or \\boxed{Rome}", "paper_cot", "Paris"),  # the FIRST box
+    ("\\boxed{\\text{a}}", "paper_cot", "\\text{a"),        # the paper's regex stops at the first }
+    ("Paris", "paper_cot", ""),
+])
+def test_paper_extraction(output, style, want):
+    assert extract_answer(output, style) == want
+
+
+def test_prefill_is_appended_to_the_prompt_ids(tmp_path):
+    from tests.helpers import cfg_for
+    from harness.runner import build
+
+    task, _, spec = build(cfg_for(tmp_path, "task=multihop_qa", "task.order=gold", "task.limit=1"))
+    eng = spec.load()
+    ids, msgs = task.prompt_ids(eng, task.load()[0])
+    assert ids[-len(eng.encode("\\boxed{")):] == eng.encode("\\boxed{") and ids[:-7] == eng.render(msgs)
+
+
+# ---------------------------------------------------------------------------- bidirectional variant (#18)
+def _tiny(bidirectional):
+    from harness.models import ModelSpec
+
+    return ModelSpec(name="t", tiny={"arch": "qwen2", "vocab_size": 260, "hidden_size": 32, "intermediate_size": 64,
+                                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                                     "seed": 0}, bidirectional_prompt=bidirectional).load()
+
+
+def test_bidirectional_prompt_prefill_and_causal_decoding():
+    import torch
+
+    bi, causal = _tiny(True), _tiny(False)
+    p = list(b"Document [0] Paris is in France. Question: where?")
+    p2 = p[:-3] + list(b"who")
+    # the prefill: an early position sees a LATER prompt token only in the bidirectional model
+    assert not torch.allclose(bi.forward(p)[0], (bi.reset(), bi.forward(p2))[1][0])
+    causal.reset()
+    assert torch.allclose(causal.forward(p)[0], (causal.reset(), causal.forward(p2))[1][0])
+    # decoding after the prefill: a new token attends to the whole prompt and itself, causally,
+    # and the prompt's KV is the bidirectional one: == one forward under the paper's mask
+    bi.reset()
+    bi.forward(p)
+    step = bi.forward([65, 66])
+    n = len(p)
+    m = torch.zeros(n + 2, n + 2, dtype=torch.bool)
+    m[:n, :n] = True
+    m[n:, :] = torch.tril(torch.ones(n + 2, n + 2, dtype=torch.bool))[n:, :]
+    ref = _tiny(False)
+    full = ref.forward(p + [65, 66], tree=m)
+    assert torch.allclose(step, full[n:], atol=1e-5)
+    with pytest.raises(ValueError, match="bidirectional"):
+        bi.fork(p, [[1], [2]])
+
+
+def test_bidirectional_model_runs_through_the_runner(tmp_path):
+    from harness.runner import run
+    from tests.helpers import cfg_for
+
+    s = run(cfg_for(tmp_path, "task=multihop_qa", "task.order=gold", "task.limit=2", "run.max_new_tokens=4",
+                    "+model.bidirectional_prompt=true"))
+    assert s["n"] == 2 and s["errors"] == 0
+    assert "[bidirectional prompt]" in s["model"]

@@ -267,3 +267,29 @@ def test_demo_plot_and_table(tmp_path, monkeypatch):
     ax = saved["fig"].axes[0]
     assert ax.get_ylim() == pytest.approx((-0.02, 1.02)) and ax.get_xlim()[0] == 0 and "n = 5" in ax.get_title()
     assert (tmp_path / "d.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------------- model=hf
+def test_model_hf_runs_any_local_hf_folder(tmp_path):
+    """model=hf model.hub_id=<folder>: the hub loading path (AutoTokenizer + AutoModelForCausalLM)
+    on a tiny Llama saved in HF format with a real (word-level) tokenizer, offline."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<unk>", "</s>", "<s>"] + [str(i) for i in range(10)] + "the answer is #### solve problem".split()
+    tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="</s>",
+                                                bos_token="<s>")
+    d = tmp_path / "tiny-hf"
+    fast.save_pretrained(d)
+    cfg = transformers.LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, eos_token_id=1, bos_token_id=2)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(d)
+    res = tmp_path / "res"
+    s = run(cfg_for(res, "model=hf", f"model.hub_id={d}", "task.limit=2", "run.max_new_tokens=5",
+                    "strategy=pld", "run.paired_baseline=true"))
+    assert s["n"] == 2 and s["errors"] == 0 and s["paired_identical"] == 1.0
+    meta = json.loads(next(res.glob("*/meta.json")).read_text())
+    assert meta["model"] == str(d)  # the row's model is the real source, not the config name

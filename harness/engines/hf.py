@@ -61,6 +61,10 @@ class HFEngine(TokenizerText):
         self.eos_ids = eos_set(getattr(tokenizer, "eos_token_id", None),
                                getattr(gen, "eos_token_id", None) if gen is not None else None)
         self.hidden: dict[int, torch.Tensor] = {}
+        # Huang et al.'s bi-attention variant (their bi_models/*_inf.py): the prefill forward of the
+        # prompt is fully bidirectional (every prompt token sees every other), later forwards are
+        # causal over everything before them. Set by ModelSpec(bidirectional_prompt=True).
+        self.bidirectional_prompt = False
         self.forwards = 0
         self.tokens_fed = 0
         self.reset()
@@ -107,6 +111,8 @@ class HFEngine(TokenizerText):
         n = next(iter(x.values())).shape[1]
         past = self.length
         kw = {}
+        if self.bidirectional_prompt and past == 0 and n > 1 and tree is None and depths is None:
+            tree = torch.ones(n, n, dtype=torch.bool)  # the prompt's prefill attends both ways (below)
         if tree is not None or depths is not None:
             d = torch.arange(n) if depths is None else torch.as_tensor(depths).reshape(-1).cpu()
             kw["position_ids"] = (past + d).to(self.device).reshape(1, -1)
@@ -216,6 +222,8 @@ class HFEngine(TokenizerText):
         counts its own calls)."""
         if not seqs or any(len(s) == 0 for s in seqs):
             raise ValueError("last_logits_batch needs non-empty sequences")
+        if self.bidirectional_prompt:
+            raise ValueError("last_logits_batch on a bidirectional-prompt model is not implemented")
         B, M = len(seqs), max(len(s) for s in seqs)
         ids = torch.zeros(B, M, dtype=torch.long)
         mask = torch.zeros(B, M, dtype=torch.long)
@@ -235,6 +243,9 @@ class HFEngine(TokenizerText):
         key = tuple(int(t) for t in prompt_ids)
         if not key:
             raise ValueError("fork needs a non-empty prompt")
+        if self.bidirectional_prompt:
+            raise ValueError("fork / score_suffixes on a bidirectional-prompt model are not implemented "
+                             "(the shared prefill is causal); use a single-sequence strategy")
         if self._prefix is None or self._prefix[0] != key:
             cache = self._cache_cls(config=self.model.config)
             ids = torch.as_tensor(key, dtype=torch.long, device=self.device).reshape(1, -1)
