@@ -7,7 +7,7 @@ rows do not back. Three source kinds, chosen by the file's shape:
 - runs: a list of run records with `rows` (results/published/*.json written from run folders),
   or a folder / rows.jsonl of runs. Select by `strategy`, a subset of `strategy_params` (`params`)
   and of `task_options`;
-  metric `quality` (mean of per-row quality, bootstrap CI), `tokens_per_example`,
+  metric `quality` (mean of per-row quality; Wilson CI for right/wrong rows, else bootstrap), `tokens_per_example`,
   `extra_<counter>` (mean per example), `n`.
 - bench: a `benchmarks/bench_decoding.py` JSON (`runs` with per-prompt seconds). Metric
   `speedup` of `method` over `baseline` (ratio of tokens/s summed over the prompts, paired
@@ -99,7 +99,9 @@ def _runs_metric(run: dict, metric: str) -> tuple[float, tuple | None, int]:
         vals = [r["quality"] for r in rows if r.get("quality") is not None]
         if not vals:
             raise ClaimError(f"run {run.get('run')} has no quality values")
-        return float(np.mean(vals)), metrics.bootstrap_ci(vals), len(vals)
+        binary = all(v in (0.0, 1.0) for v in vals)  # right/wrong: Wilson (a bootstrap of all-0 is [0, 0])
+        ci = metrics.wilson_ci(int(sum(vals)), len(vals)) if binary else metrics.bootstrap_ci(vals)
+        return float(np.mean(vals)), ci, len(vals)
     if metric == "solved":  # binary quality as a count (k of n)
         vals = [r["quality"] for r in rows if r.get("quality") is not None]
         return float(sum(v >= 1.0 for v in vals)), None, len(vals)

@@ -23,7 +23,7 @@ from pathlib import Path
 from harness import metrics
 from harness.store import read_rows
 
-COLUMNS = ["task", "task_options", "strategy", "model", "dtype", "max_new_tokens", "draft_model", "n", "errors", "quality",
+COLUMNS = ["task", "task_options", "strategy", "model", "dtype", "max_new_tokens", "draft_model", "scorer", "n", "errors", "quality",
            "quality_ci_low", "quality_ci_high", "tokens_per_s", "speedup", "speedup_kind", "mat", "chain_acceptance",
            "tree_acceptance",
            "forwards_per_token", "mean_ttft_s", "wall_s_per_example", "extra_generated_tokens", "run"]
@@ -90,6 +90,7 @@ def table_rows(runs: list[dict]) -> list[dict]:
                 "budget": (meta.get("strategy_params") or {}).get("budget"),
                 "quality_metric": meta.get("quality_metric"), "quality_direction": meta.get("quality_direction")}
         line.setdefault("extra_generated_tokens", math.nan)
+        line["scorer"] = (meta.get("row_labels") or {}).get("scorer")  # who judged a search (lm_judge(policy): itself)
         n_ok = (agg.get("n") or 0) - (agg.get("errors") or 0)
         line["wall_s_per_example"] = agg["total_wall_s"] / n_ok if n_ok else math.nan
         if meta.get("search"):  # per-token speed numbers of the chosen answer mean nothing for a search

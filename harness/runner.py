@@ -406,6 +406,7 @@ def summarize(run_dir: Path, rc) -> dict:
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"run": run_dir.name}
     summary = {"run": run_dir.name, **{k: meta.get(k) for k in ("task", "strategy", "model", "summary_fields", "search")},
+               "scorer": (meta.get("row_labels") or {}).get("scorer"),
                **metrics.aggregate(rows, meta.get("secondary_metrics", ()))}
     base_dir = None
     if rc.baseline == "auto":
@@ -436,6 +437,10 @@ def format_summary(s: dict) -> str:
                      f"{f(s['total_wall_s'] / n_ok, '.1f')} s   candidates {f(ex.get('candidates'), '.1f')}   "
                      f"scorer calls {f(ex.get('prm_calls', 0), '.1f')}   answer tokens "
                      f"{f(s['total_new_tokens'] / n_ok, '.1f')}")
+        if s.get("scorer"):
+            who = ("the policy model judging its own steps" if "(policy)" in str(s["scorer"])
+                   else "a model other than the policy")
+            lines.append(f"   scorer: {s['scorer']} ({who})")
     else:
         lines.append(f"   tokens/s {f(s['tokens_per_s'], '.2f')}   MAT {f(s['mat'], '.2f')}   acceptance "
                      + (f"(tree: accepted / node) {f(s['tree_acceptance'], '.3f')}" if s.get("total_tree_nodes") else

@@ -22,6 +22,11 @@ weights, same tokens), so the draft shares the target's cache (LayerSkip's appro
 positions are cut off again (`engine.crop_to`) and the verification forward recomputes every
 layer for them. That is the cost TPL counts (d drafts x l layers + one L-layer verification);
 LayerSkip's further reuse of the draft's KV for layers < l during verification is not done.
+Dynamic draft exiting (the paper's second mechanism, `draft_exit_threshold` > 0): within a
+round, drafting stops early when the exit's confidence in the token it just drafted (its
+probability under the exit's processed distribution q) falls below the threshold; that token is
+still verified, and d (the TPL choice) is only the round's maximum. The threshold is an input
+(0 = off: the fixed d of the TPL choice); shorter drafts keep the method lossless.
 Verification is standard speculative sampling (draft q = the exit's processed distribution):
 lossless, token-identical to greedy at T = 0.
 
@@ -67,8 +72,12 @@ class DEL(Strategy):
     needs = frozenset({"rollback", "early_exit", "hidden_states"})
 
     def __init__(self, exit_layers=(), exit_stride: int = 4, d_max: int = 8, prior_accept: float = 0.5,
-                 prior_weight: float = 4.0, shadow_every: int = 1, sampling=None):
+                 prior_weight: float = 4.0, shadow_every: int = 1, draft_exit_threshold: float = 0.0,
+                 sampling=None):
         super().__init__(sampling)
+        if not 0.0 <= draft_exit_threshold <= 1.0:
+            raise ConfigError(f"del: draft_exit_threshold must be in [0, 1] (got {draft_exit_threshold})")
+        self.draft_exit_threshold = float(draft_exit_threshold)
         exit_layers = [int(x) for x in (exit_layers or [])]
         if any(x < 1 for x in exit_layers):
             raise ConfigError(f"del: exit_layers must be >= 1 (got {exit_layers})")
@@ -100,7 +109,7 @@ class DEL(Strategy):
         hits = {x: 0.0 for x in cands}  # shadow agreement (greedy) / expected acceptance (T > 0)
         seen = {x: 0 for x in cands}
         ex = state.extra
-        ex.update({"del_plain_steps": 0, "del_layers_loaded": 0, **{f"del_steps_l{x}": 0 for x in cands},
+        ex.update({"del_plain_steps": 0, "del_layers_loaded": 0, "del_draft_exits": 0, **{f"del_steps_l{x}": 0 for x in cands},
                    **{f"del_len_{d}": 0 for d in range(1, self.d_max + 1)},
                    **{f"del_shadow_hits_l{x}": 0.0 for x in cands}, **{f"del_shadow_n_l{x}": 0 for x in cands}})
         step = 0
@@ -123,6 +132,12 @@ class DEL(Strategy):
                         qs.append(q)
                     drafts.append(x)
                     feed = [x]
+                    if self.draft_exit_threshold and len(drafts) < d:  # dynamic draft exiting
+                        conf = float(q[x]) if q is not None else float(torch.softmax(q_logits.float(), -1)[x])
+                        if conf < self.draft_exit_threshold:  # the exit is unsure: verify what we have
+                            ex["del_draft_exits"] += 1
+                            break
+                d = len(drafts)
                 target.crop_to(base)  # the verification recomputes every layer for these positions
             shadow = cands if step % self.shadow_every == 0 else []
             fed = state.seq[base:] + drafts

@@ -1,5 +1,6 @@
-"""InfAlign calibrate-and-transform best-of-N (Balashankar et al. 2024, "InfAlign:
-Inference-aware language model alignment"), the inference-time part.
+"""Calibrated best-of-N: InfAlign's inference-time transform (Balashankar et al. 2024, "InfAlign:
+Inference-aware language model alignment"). Only this part is implemented: the paper's RL
+alignment of the policy to the transformed reward is out of scope here.
 
 InfAlign's point: what users get is not a policy's sample but the output of an inference-time
 procedure T (best-of-N, worst-of-N) applied to it, so rewards should be judged by T's win rate

@@ -216,9 +216,11 @@ N_SAMPLES = 2000  # fewer than test_distribution's 3000 (time budget); still >= 
 
 @pytest.mark.parametrize("make", [
     lambda: DEL(exit_layers=[1], d_max=2, prior_accept=0.9, prior_weight=100.0, sampling=SP),
+    lambda: DEL(exit_layers=[1], d_max=3, prior_accept=0.9, prior_weight=100.0, draft_exit_threshold=0.4,
+                sampling=SP),
     lambda: S2D(draft=None, exits=[1, 2], threshold=0.45, k=2, sampling=SP),
     lambda: LUD(k=2, threshold=0.05, verify=True, sampling=SP),
-], ids=["del", "s2d", "lud"])
+], ids=["del", "del_dynamic_exit", "s2d", "lud"])
 def test_self_spec_preserves_distribution(make, small_models, monkeypatch):
     target, draft = small_models
     s = make()
@@ -243,3 +245,19 @@ def test_distribution_tests_exercise_drafting(small_models):
     assert min(exits.values()) > 0, exits
     tr = LUD(k=2, threshold=0.05, verify=True, sampling=SP).generate(target, [1, 2, 3, 0, 1, 2, 3, 1], 3, g)
     assert tr.drafted > 0
+
+
+def test_del_dynamic_draft_exiting_stops_unsure_drafts_and_stays_lossless():
+    e = _identity_tail(keep=2)
+    ref = Greedy().generate(e, PROMPTS[2], 40, torch.Generator()).tokens
+    base = DEL(exit_layers=[1, 2], d_max=4, prior_accept=0.9, prior_weight=100.0)
+    off = base.generate(e, PROMPTS[2], 40, torch.Generator())
+    # threshold 1: every drafted token is below it, so each round drafts exactly one token
+    one = DEL(exit_layers=[1, 2], d_max=4, prior_accept=0.9, prior_weight=100.0, draft_exit_threshold=1.0)
+    tr = one.generate(e, PROMPTS[2], 40, torch.Generator())
+    assert tr.tokens == ref == off.tokens
+    assert tr.extra["del_draft_exits"] > 0 and all(tr.extra[f"del_len_{d}"] == 0 for d in (2, 3, 4))
+    assert off.extra["del_draft_exits"] == 0 and any(off.extra[f"del_len_{d}"] for d in (2, 3, 4))
+    mid = DEL(exit_layers=[1, 2], d_max=4, prior_accept=0.9, prior_weight=100.0, draft_exit_threshold=0.5)
+    tm = mid.generate(e, PROMPTS[2], 40, torch.Generator())
+    assert tm.tokens == ref and tm.drafted <= off.drafted

@@ -236,6 +236,39 @@ if p.exists():
     display(orders[["order", "n", "quality", "ci_low", "ci_high", "squad_f1"]])
 else:
     print("no document-order rows stored yet")"""),
+        ("md", """## The paper's prompt, causal and bidirectional (zero-shot)
+
+The paper's own answer-only prompt (system prompt, `\\boxed{` prefill) on the same 20 questions,
+forward and backward order, with the causal model and with the paper's bidirectional-prompt
+variant. The paper FINE-TUNES that variant; here it runs zero-shot, which tests the plumbing and
+shows what the attention change alone does to a causally trained model."""),
+        ("code", """import json
+tabs = []
+for fname, model in (("multihop_paper_hotpot20_qwen05b_fp32.json", "causal"),
+                     ("multihop_paper_bi_hotpot20_qwen05b_fp32.json", "bidirectional prompt (zero-shot)")):
+    p = compare.PUBLISHED / fname
+    if not p.exists():
+        continue
+    t = compare.runs_table(fname)
+    t["order"] = [r["task_options"].get("order") for r in json.loads(p.read_text())]
+    t["model variant"] = model
+    tabs.append(t)
+if tabs:
+    import pandas as pd
+    paper = pd.concat(tabs, ignore_index=True)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, (variant, g) in enumerate(paper.groupby("model variant", sort=False)):
+        x = [j + 0.1 * (2 * i - 1) for j in range(len(g))]
+        ax.errorbar(x, g["quality"], yerr=[g["quality"] - g["ci_low"], g["ci_high"] - g["quality"]], fmt="o",
+                    capsize=4, label=variant)
+    ax.set_xticks(range(len(g)), list(g["order"]))
+    compare.accuracy_axis(ax, "substring EM")
+    ax.set_title("Paper prompt: causal vs bidirectional prompt (n = 20 each)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    display(paper[["model variant", "order", "n", "quality", "ci_low", "ci_high", "squad_f1"]])
+else:
+    print("no paper-prompt rows stored yet")"""),
     ],
     "information_surplus": [
         ("md", """# The information surplus of hidden states (the Markov-categorical view)
