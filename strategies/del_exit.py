@@ -109,7 +109,9 @@ class DEL(Strategy):
         hits = {x: 0.0 for x in cands}  # shadow agreement (greedy) / expected acceptance (T > 0)
         seen = {x: 0 for x in cands}
         ex = state.extra
-        ex.update({"del_plain_steps": 0, "del_layers_loaded": 0, "del_draft_exits": 0, **{f"del_steps_l{x}": 0 for x in cands},
+        if self.draft_exit_threshold:
+            ex["del_draft_exits"] = 0  # rounds whose drafting stopped early (dynamic draft exiting)
+        ex.update({"del_plain_steps": 0, "del_layers_loaded": 0, **{f"del_steps_l{x}": 0 for x in cands},
                    **{f"del_len_{d}": 0 for d in range(1, self.d_max + 1)},
                    **{f"del_shadow_hits_l{x}": 0.0 for x in cands}, **{f"del_shadow_n_l{x}": 0 for x in cands}})
         step = 0

@@ -257,7 +257,7 @@ def test_del_dynamic_draft_exiting_stops_unsure_drafts_and_stays_lossless():
     tr = one.generate(e, PROMPTS[2], 40, torch.Generator())
     assert tr.tokens == ref == off.tokens
     assert tr.extra["del_draft_exits"] > 0 and all(tr.extra[f"del_len_{d}"] == 0 for d in (2, 3, 4))
-    assert off.extra["del_draft_exits"] == 0 and any(off.extra[f"del_len_{d}"] for d in (2, 3, 4))
+    assert "del_draft_exits" not in off.extra and any(off.extra[f"del_len_{d}"] for d in (2, 3, 4))
     mid = DEL(exit_layers=[1, 2], d_max=4, prior_accept=0.9, prior_weight=100.0, draft_exit_threshold=0.5)
     tm = mid.generate(e, PROMPTS[2], 40, torch.Generator())
     assert tm.tokens == ref and tm.drafted <= off.drafted
