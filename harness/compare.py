@@ -99,20 +99,24 @@ def accuracy_axis(ax, label: str = "accuracy") -> None:
 
 def plot_speedup_vs_mat(tables: dict, ax) -> None:
     """Speedup (with its CI) against MAT, one marker per bench file, methods labelled."""
+    from harness.plots import label_points, zero_based
+
     markers = "osD^v<>"
+    xs, ys, names = [], [], []
     for i, (label, df) in enumerate(tables.items()):
         err = [(df["speedup"] - df["ci_low"]).clip(lower=0), (df["ci_high"] - df["speedup"]).clip(lower=0)]
         ax.errorbar(df["MAT"], df["speedup"], yerr=err, fmt=markers[i % len(markers)], capsize=3, label=label)
-        for rec in df.to_dict("records"):
-            ax.annotate(rec["method"], (rec["MAT"], rec["speedup"]), textcoords="offset points",
-                        xytext=(4, 3 + 7 * (i % 2)), fontsize=6)
+        xs += list(df["MAT"])
+        ys += list(df["speedup"])
+        names += list(df["method"])
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("MAT (tokens per target forward)")
     ax.set_ylabel("speedup over greedy (same process), 95% CI")
-    ax.set_ylim(bottom=0)
-    ax.set_xlim(left=0)
+    zero_based(ax, "x", xs)
+    zero_based(ax, "y", ys + [1.0])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    label_points(ax, xs, ys, names, fontsize=6)  # after the limits: labels placed apart
 
 
 def per_task_curves(pts: pd.DataFrame, x: str, xlabel: str, families=None, ar_line: bool = False):
