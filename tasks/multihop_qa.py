@@ -241,7 +241,7 @@ def _titled(row: dict, id_key: str) -> dict:
 
 class MultiHopQA(Task):
     name = "multihop_qa"
-    version = "1"
+    version = "2"  # 2: the paper's prompts are the default (were ours, now prompt_style answer_only / cot)
     data_dir = "multihop_qa"
     quality_metric = "substring_em"
     secondary_metrics = ("squad_em", "squad_f1")
