@@ -75,7 +75,7 @@ def _unknown_key(overrides: list[str], key: str, line: str) -> str:
     from omegaconf import DictConfig, OmegaConf
 
     parent, _, leaf = key.rpartition(".")
-    rest = [o for o in overrides if o is not line]
+    rest = [o for o in overrides if o != line]
     try:
         cfg = _compose(rest)
     except Exception:

@@ -314,8 +314,9 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
         row["prompt_hash"] = provenance.stable_hash(prompt.ids)[:16]
         row["prompt_messages"] = messages  # what the model read, auditable without re-loading the task
         row["gold"] = _gold(task, ex)
-        if task.assistant_prefix(ex):
-            row["assistant_prefix"] = task.assistant_prefix(ex)  # prefilled: the output continues it
+        prefix = task.assistant_prefix(ex)
+        if prefix:
+            row["assistant_prefix"] = prefix  # prefilled: the output continues it
         row["prompt_tokens"] = len(prompt.ids)
         rng = torch.Generator().manual_seed(seed)
         greedy_first = bool(rc.get("paired_baseline")) and seed % 2 == 1  # interleaved: half the examples each way

@@ -294,11 +294,15 @@ class Search:
             total = getattr(strategy, "token_budget", None)
             self.bar = tqdm(total=total, desc=f"  {strategy.name} search", unit="tok", leave=False, position=1,
                             dynamic_ncols=True, mininterval=0.5)
-            self.sampler.on_token = self._progress
+            self.sampler.on_token = self._count  # per batched forward: only the count (tqdm throttles redraws)
+
+    def _count(self) -> None:
+        self.bar.update(self.generated - self.bar.n)
 
     def _progress(self) -> None:
+        """After an expansion or a scorer call: the count and the search's counters."""
         if self.bar is not None:
-            self.bar.update(self.generated - self.bar.n)  # tqdm throttles the redraws (mininterval)
+            self._count()
             self.bar.set_postfix(expansions=self.expansions, scorer_calls=self.prm_calls, refresh=False)
 
     def close(self) -> None:
