@@ -90,6 +90,10 @@ def test_paired_baseline_catches_a_non_identical_method(tmp_path):
     assert s["paired_identical"] < 1.0
     rows = [json.loads(line) for line in next(tmp_path.glob("*/rows.jsonl")).read_text().splitlines()]
     assert any(r["paired_greedy"]["first_difference"] is not None and "output_text" in r["paired_greedy"] for r in rows)
+    # and the tie check tells these samples from near-ties: T = 1 picks tokens far below the argmax
+    assert s["paired_tie_consistent"] < 1.0
+    assert any(r["paired_greedy"].get("tie_consistent") is False and r["paired_greedy"]["max_deficit"] > 0.3
+               for r in rows)
 
 
 def test_search_summary_reports_cost_not_speed(tmp_path, capsys):
