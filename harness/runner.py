@@ -201,9 +201,13 @@ def prepare(cfg: DictConfig):
         raise ConfigError(f"task.limit must be an integer >= 1 or null, got {task.limit!r}")
     check_paradigm(strategy, model_spec)
     check_static(strategy, model_spec)
+    strategy.check_model(model_spec)
     if rc.get("paired_baseline") and (strategy.name == "greedy" or getattr(model_spec, "kind", "") == "diffusion"):
         raise ConfigError("run.paired_baseline times plain greedy beside the strategy: it needs an autoregressive "
                           "model and a strategy other than greedy")
+    if rc.get("paired_baseline") and getattr(strategy, "modifies_model", False):
+        raise ConfigError(f"run.paired_baseline: strategy {strategy.name} changes the model's weights at setup, so "
+                          f"the paired greedy would not be the base model's; run greedy separately")
     strategy.bind_task(task)  # voting strategies take the answer functions here (never the gold)
     task.check_data()
     return task, strategy, model_spec

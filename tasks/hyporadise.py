@@ -22,8 +22,10 @@ recovers the N-best list from the (decoded) prompt, and is how the non-generativ
 `shots: k` adds k demonstrations as earlier user/assistant turns: the first k rows of
 `shot_set` (default null = the example's own set) whose reference differs from the current
 example's (this excludes the example itself and, in CHiME-4, the same sentence read again).
-The demonstrations are test rows with their references: an in-context-learning setup, not a
-held-out one (the train files are not part of this copy).
+The `shots` demonstrations are TEST rows with their references: an in-context-learning setup,
+not a held-out one. Held-out exemplars: `task.prompting.num_fewshot=k` takes the first k rows of
+the ATIS train split (train_atis.json, the one train file of the offline copy; `fewshot_pool`),
+and `train_examples("atis")` is what tools/train_h2t_lora.py fine-tunes the correction adapter on.
 
 Scoring (`normalize`):
 - "paper" (default): the normalisation of H2T-LoRA/inference.py, applied to output and reference
@@ -75,6 +77,7 @@ README_ORACLES = {"wsj": (4.1, 1.2), "wsj_score": (4.1, 1.2), "atis": (5.2, 1.1)
                   "td3": (3.0, 0.7), "cv": (11.4, 7.9), "swbd": (12.6, 4.2), "lrs2": (6.9, 2.6),
                   "coraal": (21.8, 10.7)}
 NORMALIZE = ("paper", "none")
+TRAIN_SETS = ("atis",)  # train files in the offline copy (SOURCE.md); the hub has more
 
 INSTRUCTION = ("Below is the best-hypotheses transcribed from speech recognition system. Please try to revise it "
                "using the words which are only included into other-hypothesis, and write the response for the "
@@ -261,6 +264,42 @@ class HyPoradise(Task):
                     ex["demos"] = self._demos(s, r["output"])
                 out.append(ex)
         return out
+
+    # ------------------------------------------------------------------ train split (ATIS only here)
+    def train_file(self, s: str = "atis") -> Path:
+        """`train_<set>.json` beside the test files (only ATIS's is in the offline copy), or the hub's."""
+        if s not in TRAIN_SETS:
+            raise ConfigError(f"task {self.name}: no train split for set '{s}' here (have: {', '.join(TRAIN_SETS)})")
+        local = self.local_dir()
+        if local is not None:
+            f = (local.parent if local.is_file() else local) / f"train_{s}.json"
+            if not f.is_file():
+                raise ConfigError(f"task {self.name}: train file {f} not found")
+            return f
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(HUB_ID, f"train/train_{s}.json", repo_type="dataset"))
+        except Exception as e:
+            raise ConfigError(f"task {self.name}: cannot download train/train_{s}.json from {HUB_ID}: "
+                              f"{e.__class__.__name__}; set HARNESS_DATA_DIR to a local copy") from None
+
+    def train_examples(self, s: str = "atis") -> list[dict]:
+        """The train split of set `s` in `load()`'s shape (ids `train-<set>-<row>-<hash>`)."""
+        key = f"train:{s}"
+        if key not in self._cache:
+            self._cache[key] = read_set_file(self.train_file(s), self.name)
+        out = []
+        for i, r in enumerate(self._cache[key]):
+            h = hashlib.sha1(json.dumps([r["input"], r["output"]]).encode()).hexdigest()[:8]
+            out.append({"id": f"train-{s}-{i:04d}-{h}", "set": s, "index": i,
+                        "nbest": [x.strip() for x in r["input"]], "reference": r["output"]})
+        return out
+
+    def fewshot_pool(self) -> list[dict]:
+        """`task.prompting.num_fewshot` exemplars: the ATIS train split (the only train file here),
+        whatever the test set."""
+        return self.train_examples("atis")
 
     def _demos(self, s: str, reference: str) -> list[dict]:
         src = self.shot_set or s

@@ -92,6 +92,10 @@ class Strategy:
         """Called by the runner before models load. Voting strategies take the task's answer
         functions here (`extract_answer`, `same_answer`), never the gold; the default takes nothing."""
 
+    def check_model(self, model_spec) -> None:
+        """Called before any weight loads with the model's ModelSpec: refuse a model this
+        strategy's artifacts were not made for (one ConfigError line). Default: accept any."""
+
     def setup(self, target, draft=None) -> None:
         """Called once by the runner after the models load, outside any example's timing (e.g.
         to profile the machine). Whatever it sets must be recorded in the rows."""
