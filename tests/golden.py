@@ -130,6 +130,28 @@ def seeded_filter(path: Path) -> Path:
     return save_filter(path, Filter(), {"model": ident})
 
 
+def seeded_adapter(path: Path) -> Path:
+    """An H2T-LoRA adapter file for tiny_random with seeded random factors (B != 0)."""
+    import json as _json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from strategies.h2t_lora import META_KEY
+
+    g = torch.Generator().manual_seed(0)
+    t = {}
+    for layer in range(4):
+        for proj, out in (("q_proj", 64), ("v_proj", 32)):
+            name = f"model.layers.{layer}.self_attn.{proj}"
+            t[f"{name}.lora_A"] = torch.randn(4, 64, generator=g) * 0.3
+            t[f"{name}.lora_B"] = torch.randn(out, 4, generator=g) * 0.3
+    meta = {"base_model": "tiny-random", "model_config": "tiny_random", "vocabulary": "ByteTokenizer-260", "r": 4,
+            "alpha": 8.0, "target_modules": ["q_proj", "v_proj"]}
+    save_file(t, str(path), metadata={META_KEY: _json.dumps(meta)})
+    return path
+
+
 def collect(only: list[str] | None = None) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
@@ -145,6 +167,10 @@ def collect(only: list[str] | None = None) -> dict:
         for key, over in cases():
             if only and key.split("|")[0] not in only:
                 continue
+            if key.startswith("h2t_lora|"):
+                if "peaked" in key:
+                    continue  # the adapter belongs to the default tiny model
+                over = over + [f"strategy.adapter_path={seeded_adapter(Path(tmp) / 'adapter.safetensors')}"]
             if key.startswith("learn2pd|"):
                 over = over + [f"strategy.filter_path={seeded_filter(Path(tmp) / 'filter.pt')}"]
             if key.startswith("specdec_pp|"):
