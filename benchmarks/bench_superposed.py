@@ -10,7 +10,12 @@ engine, interleaved, after a short warm-up each, and prints:
     k-draft ratio  wall time of the k sampling runs / wall time of the superposed pass
     fwd/token      target forwards / output tokens (superposed: 1 per step whatever k)
 
-and every draft's text. Run (SmolLM2 pack installed):
+    NLL/token      each draft's mean negative log-likelihood per token under the model itself
+                   (teacher-forced, T = 1; exp = perplexity): the paper's coherence measure, on
+                   the model at hand instead of a larger judge
+
+and every draft's text. `--scorings paper,interpolated` runs both n-gram scorings of
+strategies/superposed.py side by side (order rotated per prompt). Run (SmolLM2 pack installed):
 
     python benchmarks/bench_superposed.py [--model smollm2_135m] [--k 3] [--max-new-tokens 64] [--prompts 2]
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -49,6 +55,14 @@ def timed(strategy, engine, prompt, n, seed):
     return time.perf_counter() - t0, tr
 
 
+def draft_nll(engine, prompt, drafts) -> list[float]:
+    """Mean negative log-likelihood per token of each draft under the model itself (T = 1,
+    teacher-forced): the perplexity-style coherence measure (exp of it = perplexity)."""
+    rows = [d for d in drafts if d]
+    scored = engine.score_suffixes(prompt, rows) if rows else []
+    return [float(-lp.mean()) for lp, _ in scored]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2_135m")
@@ -57,61 +71,90 @@ def main(argv=None) -> int:
     ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--prompts", type=int, default=2, help="GSM8K test prompts (chat template)")
+    ap.add_argument("--scorings", default="paper", help="comma list of superposed scorings to run side by side "
+                    "(paper, interpolated)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write raw numbers and texts as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     engine = load_engine(args.model, args.dtype)
-    sup = build("superposed", args.model, [f"strategy.k={args.k}"])
+    scorings = [x.strip() for x in args.scorings.split(",") if x.strip()]
+    sups = {sc: build("superposed", args.model, [f"strategy.k={args.k}", f"strategy.scoring={sc}"]) for sc in scorings}
     nuc = build("sampling", args.model, ["strategy.sampling.temperature=1.0", f"strategy.sampling.top_p={args.top_p}"])
     t0 = time.perf_counter()
-    sup.setup(engine)  # the n-gram model: counted once (or loaded from the cache), outside the timing
+    for sup in sups.values():
+        sup.setup(engine)  # the n-gram model: counted once (or loaded from the cache), outside the timing
+    lm = next(iter(sups.values()))._lm[1]
     print(f"[bench] n-gram model ready in {time.perf_counter() - t0:.1f} s "
-          f"({sup._lm[1].meta['tokens']} corpus tokens, {sup._lm[1].nbytes() / 1e6:.1f} MB)")
+          f"({lm.meta['tokens']} corpus tokens, {lm.nbytes() / 1e6:.1f} MB)")
     print(machine())
     from tasks.gsm8k import GSM8K
 
     task = GSM8K(path=str(DATA / "gsm8k" / "test.jsonl"))
     prompts = [(ex["id"], engine.render(task.prompt(ex))) for ex in task.load()[:args.prompts]]
-    timed(sup, engine, prompts[0][1], 8, 0)  # warm-up
+    for sup in sups.values():
+        timed(sup, engine, prompts[0][1], 8, 0)  # warm-up
     timed(nuc, engine, prompts[0][1], 8, 0)
 
-    tot = {"sup_s": 0.0, "sup_best": 0, "sup_all": 0, "sup_fw": 0, "nuc_s": 0.0, "nuc_tok": 0, "nuc_fw": 0}
+    tot = {sc: {"s": 0.0, "best": 0, "all": 0, "fw": 0, "nll": [], "distinct": 0} for sc in scorings}
+    ntot = {"s": 0.0, "tok": 0, "fw": 0, "nll": []}
     raw = []
-    for pid, prompt in prompts:
-        s_wall, s_tr = timed(sup, engine, prompt, args.max_new_tokens, 0)
+    for pi, (pid, prompt) in enumerate(prompts):
+        order = scorings[pi % len(scorings):] + scorings[:pi % len(scorings)]  # rotate the order per prompt
+        rec = {"id": pid}
+        print(f"\n== {pid}")
+        for sc in order:
+            s_wall, s_tr = timed(sups[sc], engine, prompt, args.max_new_tokens, 0)
+            t = tot[sc]
+            t["s"] += s_wall
+            t["best"] += len(s_tr.tokens)
+            t["all"] += sum(len(c) for c in s_tr.candidates)
+            t["fw"] += s_tr.target_forwards
+            nll = draft_nll(engine, prompt, s_tr.candidates)
+            t["nll"] += nll
+            t["distinct"] += len({tuple(c) for c in s_tr.candidates})
+            print(f"  superposed[{sc}] {s_wall:.2f} s for {args.k} drafts, draft NLL/token "
+                  f"{', '.join(f'{x:.2f}' for x in nll)}")
+            for i, c in enumerate(s_tr.candidates):
+                print(f"    draft {i}: {engine.decode(c)!r}")
+            rec[sc] = {"s": s_wall, "drafts": [engine.decode(c) for c in s_tr.candidates],
+                       "draft_tokens": [len(c) for c in s_tr.candidates], "nll": nll}
         n_runs = [timed(nuc, engine, prompt, args.max_new_tokens, seed) for seed in range(args.k)]
-        tot["sup_s"] += s_wall
-        tot["sup_best"] += len(s_tr.tokens)
-        tot["sup_all"] += sum(len(c) for c in s_tr.candidates)
-        tot["sup_fw"] += s_tr.target_forwards
-        tot["nuc_s"] += sum(w for w, _ in n_runs)
-        tot["nuc_tok"] += sum(len(t.tokens) for _, t in n_runs)
-        tot["nuc_fw"] += sum(t.target_forwards for _, t in n_runs)
-        print(f"\n== {pid}: superposed {s_wall:.2f} s for {args.k} drafts; nucleus {sum(w for w, _ in n_runs):.2f} s "
-              f"for {args.k} samples")
-        for i, c in enumerate(s_tr.candidates):
-            print(f"  superposed draft {i}: {engine.decode(c)!r}")
+        ntot["s"] += sum(w for w, _ in n_runs)
+        ntot["tok"] += sum(len(t.tokens) for _, t in n_runs)
+        ntot["fw"] += sum(t.target_forwards for _, t in n_runs)
+        nll = draft_nll(engine, prompt, [t.tokens for _, t in n_runs])
+        ntot["nll"] += nll
+        print(f"  nucleus {sum(w for w, _ in n_runs):.2f} s for {args.k} samples, NLL/token {', '.join(f'{x:.2f}' for x in nll)}")
         for i, (_, t) in enumerate(n_runs):
-            print(f"  nucleus sample {i}:   {engine.decode(t.tokens)!r}")
-        raw.append({"id": pid, "superposed_s": s_wall, "drafts": [engine.decode(c) for c in s_tr.candidates],
-                    "draft_tokens": [len(c) for c in s_tr.candidates], "nucleus_s": [w for w, _ in n_runs],
-                    "samples": [engine.decode(t.tokens) for _, t in n_runs],
-                    "sample_tokens": [len(t.tokens) for _, t in n_runs]})
+            print(f"    sample {i}: {engine.decode(t.tokens)!r}")
+        rec["nucleus"] = {"s": [w for w, _ in n_runs], "samples": [engine.decode(t.tokens) for _, t in n_runs],
+                          "sample_tokens": [len(t.tokens) for _, t in n_runs], "nll": nll}
+        raw.append(rec)
 
-    sup_tps, nuc_tps = tot["sup_best"] / tot["sup_s"], tot["nuc_tok"] / tot["nuc_s"]
-    sup_dtps = tot["sup_all"] / tot["sup_s"]
+    nuc_tps = ntot["tok"] / ntot["s"]
+    mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
     print(f"\n{args.model} {args.dtype}, k={args.k}, {args.max_new_tokens} new tokens, {len(prompts)} prompts, "
-          f"nucleus top_p={args.top_p}")
-    print("| method | tok/s | draft tok/s | fwd/token |\n|---|---|---|---|")
-    print(f"| superposed (k={args.k}, one pass) | {sup_tps:.2f} | {sup_dtps:.2f} | {tot['sup_fw'] / tot['sup_best']:.3f} |")
-    print(f"| nucleus sampling ({args.k} runs) | {nuc_tps:.2f} | {nuc_tps:.2f} | {tot['nuc_fw'] / tot['nuc_tok']:.3f} |")
-    print(f"one-pass tok/s ratio superposed / nucleus: {sup_tps / nuc_tps:.2f}x")
-    print(f"k-draft ratio (draft tok/s superposed / nucleus): {sup_dtps / nuc_tps:.2f}x; "
-          f"wall time of {args.k} nucleus runs / one superposed pass: {tot['nuc_s'] / tot['sup_s']:.2f}x")
+          f"nucleus top_p={args.top_p}, n-gram corpus {lm.meta.get('corpus') or sups[scorings[0]].corpus or sups[scorings[0]].ngram_path}")
+    print("| method | tok/s | draft tok/s | fwd/token | mean draft NLL/token (ppl) | distinct drafts |\n|---|---|---|---|---|---|")
+    summary = {}
+    for sc in scorings:
+        t = tot[sc]
+        tps, dtps = t["best"] / t["s"], t["all"] / t["s"]
+        summary[sc] = {"tok_per_s": tps, "draft_tok_per_s": dtps, "fwd_per_token": t["fw"] / t["best"],
+                       "nll": mean(t["nll"]), "distinct": t["distinct"], "k_draft_ratio": dtps / nuc_tps,
+                       "nucleus_wall_over_superposed": ntot["s"] / t["s"]}
+        print(f"| superposed {sc} (k={args.k}, one pass) | {tps:.2f} | {dtps:.2f} | {t['fw'] / t['best']:.3f} | "
+              f"{mean(t['nll']):.3f} ({math.exp(mean(t['nll'])):.2f}) | {t['distinct']}/{args.k * len(prompts)} |")
+    print(f"| nucleus sampling ({args.k} runs) | {nuc_tps:.2f} | {nuc_tps:.2f} | {ntot['fw'] / ntot['tok']:.3f} | "
+          f"{mean(ntot['nll']):.3f} ({math.exp(mean(ntot['nll'])):.2f}) | - |")
+    for sc in scorings:
+        print(f"[{sc}] k-draft ratio (draft tok/s superposed / nucleus): {summary[sc]['k_draft_ratio']:.2f}x; wall time "
+              f"of {args.k} nucleus runs / one superposed pass: {summary[sc]['nucleus_wall_over_superposed']:.2f}x")
     if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "machine": machine(), "totals": tot,
+        Path(args.out).write_text(json.dumps({"args": vars(args), "machine": machine(), "summary": summary,
+                                              "nucleus": {"tok_per_s": nuc_tps, "nll": mean(ntot["nll"])},
                                               "prompts": raw}, indent=1))
     return 0
 

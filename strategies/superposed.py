@@ -2,18 +2,28 @@
 Single Autoregressive Inference Pass" (NeurIPS 2024). docs/strategies.md. LOSSY.
 
 k drafts from ONE forward per step; the KV cache holds a single superposed sequence:
-  1. prefill the prompt (an ordinary forward); the top-k tokens of p_LM start the k drafts,
-     each scored log p_LM (the paper's first step: draft i takes the i-th most likely token).
+  1. prefill the prompt (an ordinary forward); the k best-scoring first tokens start the k drafts.
   2. each step: feed ONE input vector, the superposition sum_i gamma_i E(last token of draft i)
      of the drafts' last-token input embeddings, gamma = the drafts' normalised probabilities
      (softmax of their cumulative scores); one forward -> one distribution p_LM.   # [V]
   3. every draft i extends with each of the top `top_tokens` (9) tokens y of p_LM, scored
        score_i + (1 - alpha) log p_LM(y) + alpha log p_ngram(y | draft i's last <= 5 tokens)
-     (alpha = 0.54; p_ngram interpolates orders 2..6 with weights 0.01, 0.04, 0.15, 0.18, 0.12
-     and a smoothed unigram, normalised as in strategies/core/ngram.py), k * top_tokens candidates;
-     keep the k best (cumulative score). top_tokens = k gives the abstract's "k^2".
+     (alpha = 0.54; order weights 0.01, 0.04, 0.15, 0.18, 0.12 for orders 2..6), k * top_tokens
+     candidates; keep the k best (cumulative score). top_tokens = k gives the abstract's "k^2".
   4. a draft that emits EOS is finished: it keeps its score, competes as itself (no extension)
      and leaves the superposition; stop when every kept draft is finished or at the budget.
+`scoring` says what p_LM and p_ngram are in step 3 (and step 1):
+  "paper" (default; the paper's public code, read for this): p_LM = softmax(logits / 0.06) (its
+     parameter files' `temp`, `lm_temperature` here) restricted to the top 9 tokens and
+     renormalised there; p_ngram(y) = the weighted SUM over the orders whose context occurs in the
+     corpus, with no unigram backoff and no renormalisation by the weights used; log 0 = -inf
+     drops a candidate that no seen order ever saw; a draft none of whose candidates has any
+     n-gram evidence is scored (1 - alpha) log p_LM - `penalty` (200). The first tokens are
+     chosen with the same score from the prompt's context.
+  "interpolated" (the variant this harness had first): raw log-softmax (temperature 1, no
+     renormalisation); p_ngram = the normalised interpolation of strategies/core/ngram.py with a
+     smoothed unigram (weight `unigram_weight`), always finite; the first k tokens by p_LM alone.
+Not reproduced from the code: its separate finished / alive draft pools (here one pool of k).
 The trace's tokens are the best draft; trace.candidates holds all k, best first (the runner
 stores their text in the row). Cost: prefill + one 1-position forward per step (forwards per
 token = 1, whatever k), plus k * top_tokens n-gram look-ups per step (numpy binary searches).
@@ -21,7 +31,8 @@ token = 1, whatever k), plus k * top_tokens n-gram look-ups per step (numpy bina
 The n-gram model comes from `ngram_path` (built by `python -m tools.build_ngram_lm build`) or is
 counted from `corpus` on first use in the target's vocabulary and cached (not per example).
 The paper builds its n-grams from a large web corpus; none ships here, so the default YAML uses
-the GSM8K test QUESTIONS (no solutions): name your own corpus for other domains.
+GSM8K's TRAIN split (questions and solutions; never test rows): name your own corpus for other
+domains.
 Temperature 0 (the paper): deterministic top-k selection over raw log-softmax. T > 0 (our
 extension): p_LM is tempered / top-k / top-p / min-p truncated, the first k tokens are drawn
 without replacement and the k survivors of each step by Gumbel-top-k on their cumulative
@@ -41,6 +52,7 @@ from strategies.core.base import Strategy
 from strategies.core.ngram import NGramLM, cached_build
 
 PAPER_WEIGHTS = (0.01, 0.04, 0.15, 0.18, 0.12)  # orders 2, 3, 4, 5, 6
+SCORINGS = ("paper", "interpolated")
 
 
 class Superposed(Strategy):
@@ -49,8 +61,14 @@ class Superposed(Strategy):
 
     def __init__(self, k: int = 3, top_tokens: int = 9, alpha: float = 0.54, ngram_weights=PAPER_WEIGHTS,
                  unigram_weight: float = 0.5, ngram_path: str | None = None, corpus: str | None = None,
-                 corpus_fields=(), sampling=None):
+                 corpus_fields=(), scoring: str = "paper", lm_temperature: float = 0.06, penalty: float = 200.0,
+                 sampling=None):
         super().__init__(sampling)
+        if scoring not in SCORINGS:
+            raise ConfigError(f"superposed: scoring must be one of {', '.join(SCORINGS)} (got {scoring!r})")
+        if lm_temperature <= 0 or penalty < 0:
+            raise ConfigError(f"superposed: need lm_temperature > 0 and penalty >= 0 (got {lm_temperature}, {penalty})")
+        self.scoring, self.lm_temperature, self.penalty = scoring, float(lm_temperature), float(penalty)
         weights = tuple(float(w) for w in ngram_weights)
         if k < 1 or top_tokens < 1 or not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"superposed: need k >= 1, top_tokens >= 1, 0 <= alpha <= 1 (got {k}, {top_tokens}, {alpha})")
@@ -95,10 +113,43 @@ class Superposed(Strategy):
         return self._lm[1]
 
     def _logp(self, logits: torch.Tensor) -> torch.Tensor:
-        """log p_LM [V]: raw log-softmax at T = 0, tempered + truncated at T > 0."""
-        if self.sampling.greedy:
-            return torch.log_softmax(logits.double(), -1)
-        return torch.log(self.sampling.probs(logits).double())
+        """log p_LM [V] as the candidates are scored. T > 0 (our extension): tempered + truncated.
+        T = 0, scoring "paper": the paper's code sharpens p_LM with its `temp` (0.06 in every
+        parameter file) before the top-`top_tokens` renormalisation (done in `_increments`);
+        scoring "interpolated": the raw log-softmax."""
+        if not self.sampling.greedy:
+            return torch.log(self.sampling.probs(logits).double())
+        if self.scoring == "paper":
+            return torch.log_softmax(logits.double() / self.lm_temperature, -1)
+        return torch.log_softmax(logits.double(), -1)
+
+    def _increments(self, logp: torch.Tensor, lm, ctx: list[int]) -> tuple[list[int], torch.Tensor]:
+        """(candidate tokens, their score increments) for a draft whose n-gram context is ctx.
+
+        "paper" (its public code): p_LM restricted to its top `top_tokens` tokens and renormalised
+        there; n-gram score g(y) = sum over the seen orders of lambda_n p_n(y | ctx) (no unigram,
+        not renormalised); increment (1 - alpha) log p~(y) + alpha log g(y), so a token that no seen
+        order ever followed ctx with scores -inf and is dropped; when that holds for EVERY
+        candidate (no n-gram evidence at all), the draft's increments fall back to
+        (1 - alpha) log p~(y) - penalty.
+        "interpolated" (our earlier variant): raw log p_LM of the top tokens; log of the
+        normalised interpolation with a smoothed unigram (NGramLM.prob), always finite."""
+        top_lp, top_ids = torch.topk(logp, min(self.top_tokens, logp.shape[-1]))
+        ids = top_ids.tolist()
+        a = self.alpha
+        if self.scoring == "paper":
+            lp = top_lp - torch.logsumexp(top_lp, 0)  # renormalised over the kept tokens
+            if a == 0:
+                return ids, lp
+            g = torch.from_numpy(lm.weighted_sum(ctx, ids, self.ngram_weights))
+            if not bool((g > 0).any()):
+                return ids, (1 - a) * lp - self.penalty
+            with np.errstate(divide="ignore"):
+                return ids, (1 - a) * lp + a * torch.log(g)
+        if a == 0:
+            return ids, top_lp
+        ng = np.log(lm.prob(ctx, ids, self.ngram_weights, self.unigram_weight))
+        return ids, (1 - a) * top_lp + a * torch.from_numpy(ng)
 
     def _choose(self, keys: torch.Tensor, n: int, rng: torch.Generator) -> list[int]:
         """Indices of the n kept candidates (of those with a finite score), best first."""
@@ -110,15 +161,21 @@ class Superposed(Strategy):
 
     def decode(self, state):
         target, prompt_ids, rng, trace = state.target, state.prompt.ids, state.rng, state.trace
-        lm, a = self.ngram(target), self.alpha
+        lm = self.ngram(target)
         ctx_len = len(self.ngram_weights)  # a draft's n-gram context: its last <= 5 tokens (prompt included)
         eos = target.eos_ids
-        # 1. prefill; the top-k tokens start the k drafts
+        # 1. prefill; the k best first tokens start the k drafts ("paper": scored like every later
+        #    step, n-gram term included, from the prompt's context; "interpolated": by p_LM alone)
         logp = self._logp(target.forward(prompt_ids, last_only=True))  # [V]
         trace.t_first = time.perf_counter()
-        first = self._choose(logp, self.k, rng)
+        if self.scoring == "paper":
+            ids, inc = self._increments(logp, lm, list(prompt_ids[-ctx_len:]))
+            pick = self._choose(inc, self.k, rng)
+            first, scores = [ids[j] for j in pick], [float(inc[j]) for j in pick]
+        else:
+            first = self._choose(logp, self.k, rng)
+            scores = [float(logp[t]) for t in first]
         drafts = [[t] for t in first]
-        scores = [float(logp[t]) for t in first]
         done = [t in eos for t in first]
         steps = 0
         while steps + 1 < state.budget and not all(done):  # live drafts hold steps + 1 tokens
@@ -128,8 +185,6 @@ class Superposed(Strategy):
             emb = target.embed([drafts[i][-1] for i in live]).double()  # [k_live, d]
             logp = self._logp(target.forward(embeds=(gamma[:, None] * emb).sum(0, keepdim=True), last_only=True))
             steps += 1
-            top_lp, top_ids = torch.topk(logp, min(self.top_tokens, logp.shape[-1]))  # [m]
-            ids = top_ids.tolist()
             # 3. k * m candidates scored with the LM and each draft's own n-gram context
             cands, keys = [], []
             for i in range(len(drafts)):
@@ -137,12 +192,7 @@ class Superposed(Strategy):
                     cands.append((i, None))
                     keys.append(scores[i])
                     continue
-                if a > 0:
-                    ctx = (list(prompt_ids[-ctx_len:]) + drafts[i])[-ctx_len:]
-                    ng = np.log(lm.prob(ctx, ids, self.ngram_weights, self.unigram_weight))
-                    inc = (1 - a) * top_lp + a * torch.from_numpy(ng)
-                else:
-                    inc = top_lp
+                ids, inc = self._increments(logp, lm, (list(prompt_ids[-ctx_len:]) + drafts[i])[-ctx_len:])
                 for j, t in enumerate(ids):
                     cands.append((i, t))
                     keys.append(scores[i] + float(inc[j]))

@@ -176,6 +176,37 @@ def test_ngram_interpolation_hand_checked(tmp_path):
     assert again.meta["tokens"] == 9 and again.meta["documents"] == 2
 
 
+def test_ngram_weighted_sum_hand_checked():
+    """Superposed Decoding's own n-gram score: the raw weighted sum of the seen orders, no unigram."""
+    lm = _hand_lm()
+    w = (0.1, 0.2, 0.3)
+    np.testing.assert_allclose(lm.weighted_sum([3, 1, 2], [3, 4, 5], w),
+                               [0.1 * 2 / 3 + 0.2 * 2 / 3, 0.1 / 3 + 0.2 / 3 + 0.3, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(lm.weighted_sum([5, 5, 2], [3], w), [0.1 * 2 / 3], rtol=1e-12)  # not renormalised
+    assert lm.weighted_sum([4], [1, 2], w).tolist() == [0.0, 0.0]  # no seen order: no evidence at all
+
+
+def test_superposed_paper_increments_hand_checked():
+    """scoring=paper on a hand-built case: top-m renormalisation, -inf for unseen continuations,
+    the penalty when no candidate has n-gram evidence."""
+    lm = _hand_lm()
+    s = Superposed(corpus=str(GSM8K), top_tokens=3, alpha=0.5, ngram_weights=(0.1, 0.2, 0.3), penalty=7.0,
+                   lm_temperature=1.0)
+    logp = torch.log(torch.tensor([0.05, 0.04, 0.11, 0.4, 0.3, 0.1], dtype=torch.float64))
+    ids, inc = s._increments(logp, lm, [3, 1, 2])
+    assert ids == [3, 4, 2]  # the top 3 of p_LM
+    lp = torch.log(torch.tensor([0.4, 0.3, 0.11], dtype=torch.float64) / 0.81)
+    g = lm.weighted_sum([3, 1, 2], ids, (0.1, 0.2, 0.3))
+    assert inc[0] == pytest.approx(0.5 * float(lp[0]) + 0.5 * math.log(g[0]))
+    assert inc[1] == pytest.approx(0.5 * float(lp[1]) + 0.5 * math.log(g[1]))
+    assert inc[2] == -math.inf  # "1 2" was never followed by token 2 or 5: dropped
+    ids, inc = s._increments(logp, lm, [4])  # "4" ends a document: no order has its context
+    np.testing.assert_allclose(inc.numpy(), 0.5 * lp.numpy() - 7.0, rtol=1e-12)
+    interp = Superposed(corpus=str(GSM8K), top_tokens=3, alpha=0.5, ngram_weights=(0.1, 0.2, 0.3), scoring="interpolated")
+    _, inc_i = interp._increments(logp, lm, [3, 1, 2])
+    assert bool(torch.isfinite(inc_i).all())  # the earlier variant backs off to the unigram instead
+
+
 def test_ngram_cli_builds_from_jsonl(tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("\n".join(json.dumps({"q": t, "n": 1}) for t in ["abcab", "abd"]) + "\n")
@@ -220,23 +251,43 @@ def test_superposed_one_forward_per_step_k_distinct_drafts(tiny_target, gsm8k_lm
         assert tr.tokens == tr.candidates[0] and all(len(c) == 30 for c in tr.candidates)
 
 
-def test_superposed_scores_mix_lm_and_own_ngram(tiny_target, gsm8k_lm):
+def _step_scores(scoring, logits, ctx, lm, s, a):
+    """What each scoring gives the LM's top 9 tokens, written out independently of the strategy."""
+    if scoring == "interpolated":
+        logp = torch.log_softmax(logits.double(), -1)
+        lp, ids = torch.topk(logp, 9)
+        return ids, (1 - a) * lp.numpy() + a * np.log(lm.prob(ctx, ids.tolist(), s.ngram_weights, s.unigram_weight))
+    lp, ids = torch.topk(torch.softmax(logits.double() / 0.06, -1), 9)
+    lp = np.log((lp / lp.sum()).numpy())
+    g = lm.weighted_sum(ctx, ids.tolist(), s.ngram_weights)
+    if not (g > 0).any():
+        return ids, (1 - a) * lp - 200.0
+    with np.errstate(divide="ignore"):
+        return ids, (1 - a) * lp + a * np.log(g)
+
+
+@pytest.mark.parametrize("scoring", ["paper", "interpolated"])
+def test_superposed_scores_mix_lm_and_own_ngram(tiny_target, gsm8k_lm, scoring):
     """k = 1: the superposition is the draft itself, so each step's LM distribution is the plain
-    forward's; the kept token must maximise (1-a) log p_LM + a log p_ngram over the LM's top 9."""
+    forward's; every kept token (the first included under "paper") must maximise the scoring's
+    combination of p_LM and p_ngram over the LM's top 9; and the two scorings differ on this path."""
     a = 0.54
-    s = _superposed(gsm8k_lm, k=1, alpha=a)
+    s = _superposed(gsm8k_lm, k=1, alpha=a, scoring=scoring)
+    other = "interpolated" if scoring == "paper" else "paper"
     prompt = list(b"Natalia sold clips to 48 of her friends in April, and then she sold half as many")
     tr = s.generate(tiny_target, prompt, 16, torch.Generator().manual_seed(0))
-    differs = 0
-    for i in range(1, 16):
+    differs, disagree = 0, 0
+    for i in range(0 if scoring == "paper" else 1, 16):
         tiny_target.reset()
-        logp = torch.log_softmax(tiny_target.forward(prompt + tr.tokens[:i], last_only=True).double(), -1)
-        lp, ids = torch.topk(logp, 9)
-        ng = gsm8k_lm.prob((prompt + tr.tokens[:i])[-5:], ids.tolist(), s.ngram_weights, s.unigram_weight)
-        score = (1 - a) * lp.numpy() + a * np.log(ng)
+        logits = tiny_target.forward(prompt + tr.tokens[:i], last_only=True)
+        ctx = (prompt + tr.tokens[:i])[-5:]
+        ids, score = _step_scores(scoring, logits, ctx, gsm8k_lm, s, a)
         assert tr.tokens[i] == ids[int(np.argmax(score))]
         differs += tr.tokens[i] != ids[0]
+        ids_o, score_o = _step_scores(other, logits, ctx, gsm8k_lm, s, a)
+        disagree += int(ids_o[int(np.argmax(score_o))]) != tr.tokens[i]
     assert differs > 0  # the n-gram changed some choices away from the LM's argmax
+    assert disagree > 0  # the scorings are not interchangeable on this path
 
 
 def test_superposed_finished_drafts_stop_extending(tiny_target, gsm8k_lm):
@@ -261,7 +312,7 @@ def test_superposed_sampling_is_seeded(tiny_target, gsm8k_lm):
 
 def test_superposed_bad_config(tmp_path):
     for kw in ({"k": 0}, {"alpha": 1.5}, {"top_tokens": 0}, {"ngram_weights": [0.1, -0.1]},
-               {"unigram_weight": 0.0}):
+               {"unigram_weight": 0.0}, {"scoring": "nope"}, {"lm_temperature": 0.0}, {"penalty": -1.0}):
         with pytest.raises(ConfigError):
             Superposed(corpus=str(GSM8K), **kw)
     with pytest.raises(ConfigError, match="exactly one"):

@@ -379,6 +379,51 @@ class Fork:
         self.logits = out[:, -1]
         return self.logits
 
+    def feed(self, seqs: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Append a different number of tokens to each row in ONE forward (batched verification).
+
+        Rows are left-padded inside the new block (pad slots masked for every query), each row's
+        positions continue its own sequence. Returns the block's logits [B, M, V], right-aligned:
+        row r's logits after seqs[r][j] are at [r, M - len(seqs[r]) + j]; `self.logits` becomes
+        each row's logits after its last token (unchanged for a row given no tokens)."""
+        B = self.rows
+        if len(seqs) != B:
+            raise ValueError(f"feed needs one token list per row ({B}), got {len(seqs)}")
+        lens = torch.tensor([len(x) for x in seqs])
+        M = int(lens.max()) if B else 0
+        if M == 0:
+            return torch.zeros(B, 0, self.logits.shape[-1])
+        new = torch.zeros(B, M, dtype=torch.bool)
+        ids = torch.zeros(B, M, dtype=torch.long)
+        for r, x in enumerate(seqs):
+            if len(x):
+                new[r, M - len(x):] = True
+                ids[r, M - len(x):] = torch.as_tensor([int(t) for t in x], dtype=torch.long)
+        pos = self.next_pos.reshape(-1, 1) + torch.arange(M).reshape(1, -1) - (M - lens).reshape(-1, 1)
+        S = self.allowed.shape[1]
+        q_allowed = torch.cat([self.allowed[:, None, :].expand(B, M, S),
+                               new[:, None, :] & torch.tril(torch.ones(M, M, dtype=torch.bool))[None]], dim=2)
+        out = self._forward(ids, pos.clamp_min(0), q_allowed)
+        self.allowed = torch.cat([self.allowed, new], dim=1)
+        self.next_pos = self.next_pos + lens
+        self.engine.tokens_fed += int(lens.sum())
+        has = lens > 0
+        self.logits = self.logits.clone()
+        self.logits[has] = out[has, -1]
+        return out
+
+    def drop_last(self, row: int, n: int) -> None:
+        """Forget row `row`'s last n tokens (rejected drafts): their slots stay in the cache but
+        are masked for every later query, and the row's next position moves back by n. The row's
+        `logits` are NOT recomputed (the caller has the logits of the kept prefix)."""
+        if n <= 0:
+            return
+        live = self.allowed[row].nonzero().flatten()
+        if n > len(live):
+            raise ValueError(f"row {row} has {len(live)} visible slots, cannot drop {n}")
+        self.allowed[row, live[-n:]] = False
+        self.next_pos[row] -= n
+
     def select(self, rows: Sequence[int]) -> None:
         """Keep only these rows, in this order (a repeated row gets its own copy of the KV)."""
         idx = torch.as_tensor(list(rows), dtype=torch.long)

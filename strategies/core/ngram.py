@@ -158,6 +158,18 @@ class NGramLM:
         counts = np.where(t < self.vocab_size, self.unigram[np.minimum(t, self.vocab_size - 1)], 0)
         return (counts + 1) / (self.total + self.vocab_size)
 
+    def weighted_sum(self, context: Sequence[int], tokens: Sequence[int], weights: Sequence[float]) -> np.ndarray:
+        """Superposed Decoding's own n-gram score (its public code): sum over the orders n whose
+        (n-1)-token context occurs in the corpus of weights[n-2] * p_n(y | context), for each y.
+        Not renormalised by the weights that applied and no unigram backoff: 0 where no seen
+        order ever saw y after its context (the caller decides what log 0 means)."""
+        if len(weights) > self.max_order - 1:
+            raise ValueError(f"{len(weights)} order weights but the n-gram file has orders 2..{self.max_order}")
+        probs, seen = self.order_probs(context, tokens)
+        w = np.zeros(self.max_order - 1)
+        w[:len(weights)] = weights
+        return np.where(seen, w, 0.0) @ probs
+
     def prob(self, context: Sequence[int], tokens: Sequence[int], weights: Sequence[float],
              unigram_weight: float) -> np.ndarray:
         """Interpolated p(y | context) for each y in tokens (module docstring). weights[i] is the
