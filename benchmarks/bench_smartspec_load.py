@@ -10,7 +10,9 @@ fixed K, side by side in one process (#18 item 6; strategies/core/batched_spec.p
    draft forward, for each load B (median of `--repeats`), on the forks the decoding uses.
 2. For each load B the prompts are cut into batches of B requests (GSM8K test questions, chat
    template); per batch every method runs in turn (the order rotates from batch to batch):
-   K = 0 (plain batched greedy), each fixed K of --ks, and the goodput rule (k_max).
+   K = 0 (plain batched greedy), each fixed K of --ks, and the goodput rule (k_max) with its
+   acceptance prior measured first on GSM8K TRAIN prompts (fixed K, `--calibration-*`; or given
+   with --prior-accept) and one batch-wide acceptance estimate (`--pooled`, default).
 3. Printed per load and method: generated tokens / wall s of the whole batch (throughput), x
    plain batched greedy at that load, the K histogram, the acceptance rate, and how many rows
    are token-identical to the same prompt decoded ALONE by plain greedy (bf16 batched forwards
@@ -38,42 +40,56 @@ from bench_decoding import DATA, load_engine, machine  # noqa: E402
 from strategies.core.batched_spec import FixedK, GoodputRule, batched_speculative, common_prefix  # noqa: E402
 
 
-def gsm8k_prompts(engine, n):
+def gsm8k_prompts(engine, n, split="test"):
     from tasks.gsm8k import GSM8K
 
-    task = GSM8K(path=str(DATA / "gsm8k" / "test.jsonl"))
-    return [(ex["id"], task.prompt_ids(engine, ex)[0]) for ex in task.load()[:n]]
+    task = GSM8K(path=str(DATA / "gsm8k"))  # the folder: test.jsonl for load(), train.jsonl for the pool
+    exs = task.load() if split == "test" else task.fewshot_pool()
+    return [(ex["id"], task.prompt_ids(engine, ex)[0]) for ex in exs[:n]]
 
 
 @torch.inference_mode()
 def profile(target, draft, prompts, loads, lengths, repeats):
-    """t_target[B][L], t_draft[B] (seconds, medians) on forks of the first B prompts."""
+    """t_target[B][L], t_draft[B] (seconds, medians) on forks of the first B prompts: one fork per
+    load, each timed feed of L tokens per row dropped again (Fork.drop_last) before the next."""
     t_target, t_draft = {}, {}
     for B in loads:
         group = prompts[:B]
         P = common_prefix(group)
+        target.reset()
+        f = target.fork(group[0][:P], [p[P:] for p in group])
+        tok = int(f.logits[0].argmax())
         row = {}
         for L in lengths:
             times = []
             for _ in range(repeats):
-                target.reset()
-                f = target.fork(group[0][:P], [p[P:] for p in group])
-                tok = int(f.logits[0].argmax())
                 t0 = time.perf_counter()
                 f.feed([[tok] * L for _ in group])
                 times.append(time.perf_counter() - t0)
+                for r in range(B):
+                    f.drop_last(r, L)
             row[L] = sorted(times)[len(times) // 2]
         t_target[B] = row
+        draft.reset()
+        f = draft.fork(group[0][:P], [p[P:] for p in group])
         times = []
         for _ in range(repeats):
-            draft.reset()
-            f = draft.fork(group[0][:P], [p[P:] for p in group])
-            tok = int(f.logits[0].argmax())
             t0 = time.perf_counter()
             f.step([tok] * B)
             times.append(time.perf_counter() - t0)
+            for r in range(B):
+                f.drop_last(r, 1)
         t_draft[B] = sorted(times)[len(times) // 2]
     return t_target, t_draft
+
+
+def calibrate(target, draft, engine_prompts, max_new_tokens, k):
+    """The pair's acceptance rate at fixed K on prompts NOT used below (GSM8K TRAIN questions):
+    the measured prior of the goodput rule, an explicit input like the step-time table."""
+    res = batched_speculative(target, draft, engine_prompts, max_new_tokens, FixedK(k))
+    acc = sum(s["accepted"] for s in res.steps)
+    drafted = sum(s["K"] * s["B"] for s in res.steps)
+    return acc / max(drafted, 1)
 
 
 def main(argv=None):
@@ -87,6 +103,13 @@ def main(argv=None):
     ap.add_argument("--ks", default="2,4")
     ap.add_argument("--k-max", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--prior-accept", type=float, default=None,
+                    help="the goodput rule's acceptance prior (default: measured on GSM8K TRAIN prompts first)")
+    ap.add_argument("--prior-weight", type=float, default=16.0, help="the prior's weight in drafted tokens")
+    ap.add_argument("--pooled", action=argparse.BooleanOptionalAction, default=True,
+                    help="one batch-wide acceptance estimate (default) instead of one per request")
+    ap.add_argument("--calibration-prompts", type=int, default=4)
+    ap.add_argument("--calibration-k", type=int, default=4)
     ap.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -106,7 +129,16 @@ def main(argv=None):
           + "; ".join(f"B={b}: " + ", ".join(f"L={l} {v * 1e3:.0f} ms" for l, v in r.items()) for b, r in t_target.items())
           + " | draft " + ", ".join(f"B={b} {v * 1e3:.0f} ms" for b, v in t_draft.items()), flush=True)
     rule = GoodputRule(t_target, t_draft, k_max=args.k_max)
-    methods = [("greedy (K=0)", FixedK(0))] + [(f"fixed K={k}", FixedK(k)) for k in ks] + [("smartspec", rule)]
+    prior = args.prior_accept
+    if prior is None:
+        t0 = time.perf_counter()
+        cal = [p for _, p in gsm8k_prompts(target, args.calibration_prompts, split="train")]
+        prior = calibrate(target, draft, cal, args.max_new_tokens, args.calibration_k)
+        print(f"acceptance prior {prior:.3f}: fixed K={args.calibration_k} on {len(cal)} GSM8K TRAIN prompts "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    smart = lambda B, a: rule(B, a)  # noqa: E731
+    methods = [("greedy (K=0)", FixedK(0))] + [(f"fixed K={k}", FixedK(k)) for k in ks] + [("smartspec", smart)]
+    kw = {"smartspec": {"prior_accept": prior, "prior_weight": args.prior_weight, "pooled": args.pooled}}
     alone = {}  # prompt id -> single-row plain greedy tokens (the B = 1, K = 0 run when measured)
     results = []
     for B in loads:
@@ -118,7 +150,7 @@ def main(argv=None):
             rot = (bi // B) % len(methods)
             for name, r in methods[rot:] + methods[:rot]:
                 t1 = time.perf_counter()
-                res = batched_speculative(target, draft, batch, args.max_new_tokens, r)
+                res = batched_speculative(target, draft, batch, args.max_new_tokens, r, **kw.get(name, {}))
                 wall = time.perf_counter() - t1
                 a = acc[name]
                 a["tokens"] += sum(len(t) for t in res.tokens)
@@ -148,6 +180,8 @@ def main(argv=None):
     out = {"command": " ".join(sys.argv), "machine": machine(), "target": args.target, "draft": args.draft,
            "dtype": args.dtype, "prompts": [n for n, _ in prompts], "max_new_tokens": args.max_new_tokens,
            "step_table": {"t_target": t_target, "t_draft": t_draft}, "results": results,
+           "smartspec": {"prior_accept": prior, "prior_weight": args.prior_weight, "pooled": args.pooled,
+                         "k_max": args.k_max},
            "date": time.strftime("%Y-%m-%d")}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -141,7 +141,7 @@ def seeded_adapter(path: Path) -> Path:
 
     g = torch.Generator().manual_seed(0)
     t = {}
-    for layer in range(4):
+    for layer in range(2):  # conf/model/tiny_random.yaml: 2 layers, hidden 64, 2 KV heads of 16
         for proj, out in (("q_proj", 64), ("v_proj", 32)):
             name = f"model.layers.{layer}.self_attn.{proj}"
             t[f"{name}.lora_A"] = torch.randn(4, 64, generator=g) * 0.3

@@ -92,3 +92,19 @@ def test_common_prefix():
     assert common_prefix([[1, 2, 3], [1, 2, 4, 5]]) == 2
     assert common_prefix([[1, 2], [1, 2, 3]]) == 1  # every prompt keeps one token of its own
     assert common_prefix([[1], [2]]) == 0
+
+
+def test_pooled_estimate_is_one_number_and_stays_greedy(models):
+    target, other = models
+    seen = []
+
+    def rule(B, alphas):
+        seen.append(list(alphas))
+        return 2
+
+    res = batched_speculative(target, other, PROMPTS, 12, rule, prior_accept=0.7, prior_weight=8, pooled=True)
+    for p, toks in zip(PROMPTS, res.tokens):
+        assert toks == greedy(target, p, 12)
+    assert seen[0] == [0.7] * 5 and all(len(set(a)) == 1 for a in seen)
+    acc, dr = sum(s["accepted"] for s in res.steps[:-1]), sum(s["K"] * s["B"] for s in res.steps[:-1])
+    assert seen[-1][0] == pytest.approx((acc + 0.7 * 8) / (dr + 8))

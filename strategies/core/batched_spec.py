@@ -121,7 +121,14 @@ class GoodputRule:
 @torch.inference_mode()
 def batched_speculative(target, draft, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                         rule: Callable[[int, Sequence[float]], int], prior_accept: float = 0.6,
-                        prior_weight: float = 4.0) -> BatchResult:
+                        prior_weight: float = 4.0, pooled: bool = False) -> BatchResult:
+    """Decode `prompts` as one batch (module docstring). The acceptance rate the rule sees:
+    per row (`pooled=False`: that request's accepted / drafted tokens so far) or the batch's
+    (`pooled=True`: all rows' counts together, one estimate for every row, as a server tracks its
+    system-wide acceptance), both with a Beta prior of `prior_weight` tokens at `prior_accept`.
+    A request whose estimate falls where the rule picks K = 0 stops drafting and so stops
+    updating its own estimate: a pooled estimate keeps learning from the other rows, and a
+    prior measured on other prompts (an explicit input) starts it where the pair really is."""
     prompts = [list(p) for p in prompts]
     P = common_prefix(prompts)
     if P < 1:
@@ -158,8 +165,12 @@ def batched_speculative(target, draft, prompts: Sequence[Sequence[int]], max_new
     prune()
     while rows:
         B = len(rows)
-        alphas = [min(max((accepted[r] + prior_accept * prior_weight) / (drafted[r] + prior_weight), 0.0), 0.999)
-                  for r in rows]
+        if pooled:
+            a_all = (sum(accepted) + prior_accept * prior_weight) / (sum(drafted) + prior_weight)
+            alphas = [min(max(a_all, 0.0), 0.999)] * B
+        else:
+            alphas = [min(max((accepted[r] + prior_accept * prior_weight) / (drafted[r] + prior_weight), 0.0), 0.999)
+                      for r in rows]
         K = int(rule(B, alphas)) if df is not None else 0
         K = max(0, min(K, min(max_new_tokens - len(out[r]) - 1 for r in rows)))
         drafts = [[] for _ in rows]
