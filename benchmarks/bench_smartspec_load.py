@@ -136,8 +136,7 @@ def main(argv=None):
         prior = calibrate(target, draft, cal, args.max_new_tokens, args.calibration_k)
         print(f"acceptance prior {prior:.3f}: fixed K={args.calibration_k} on {len(cal)} GSM8K TRAIN prompts "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    smart = lambda B, a: rule(B, a)  # noqa: E731
-    methods = [("greedy (K=0)", FixedK(0))] + [(f"fixed K={k}", FixedK(k)) for k in ks] + [("smartspec", smart)]
+    methods = [("greedy (K=0)", FixedK(0))] + [(f"fixed K={k}", FixedK(k)) for k in ks] + [("smartspec", rule)]
     kw = {"smartspec": {"prior_accept": prior, "prior_weight": args.prior_weight, "pooled": args.pooled}}
     alone = {}  # prompt id -> single-row plain greedy tokens (the B = 1, K = 0 run when measured)
     results = []

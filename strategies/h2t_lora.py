@@ -34,8 +34,9 @@ def resolve(path: str) -> Path:
     return p if p.is_absolute() or p.exists() else ROOT / p
 
 
-def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of an adapter file; ConfigError (one line) when it is not one."""
+def read_adapter(path: str | Path, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of an adapter file (tensors={} with tensors=False: the metadata alone);
+    ConfigError (one line) when it is not one."""
     from safetensors import safe_open
 
     p = resolve(str(path))
@@ -44,11 +45,11 @@ def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = json.loads((f.metadata() or {})[META_KEY])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except Exception as e:  # not safetensors, or no metadata: name the file
         raise ConfigError(f"h2t_lora: {p} is not an adapter written by tools.train_h2t_lora "
                           f"({e.__class__.__name__})") from None
-    return tensors, meta
+    return out, meta
 
 
 def merge_lora(model: torch.nn.Module, tensors: dict[str, torch.Tensor], scale: float) -> int:
@@ -84,7 +85,7 @@ class H2TLoRA(Sampling):
         if not adapter_path:
             raise ConfigError("h2t_lora: adapter_path is required (train one: python -m tools.train_h2t_lora)")
         self.adapter_path = str(adapter_path)
-        _, self.meta = read_adapter(self.adapter_path)  # fails here, before any model loads
+        _, self.meta = read_adapter(self.adapter_path, tensors=False)  # fails here, before any model loads
         self.r, self.alpha = int(self.meta["r"]), float(self.meta["alpha"])
         self.base_model = str(self.meta["base_model"])
         self.merged = {}  # {"modules": n} after setup (not a parameter: params() is read before setup too)

@@ -76,8 +76,11 @@ def test_rows_leave_the_batch_at_eos(models):
 def test_goodput_rule_shortens_k_under_load(models):
     """A step-time table where verification cost grows with rows x tokens: the rule picks long K
     for one request and K = 0 for many; decoding stays greedy either way."""
-    t_target = {1: {1: 0.010, 2: 0.010, 5: 0.011, 9: 0.012}, 5: {1: 0.012, 2: 0.020, 5: 0.045, 9: 0.080}}
+    t_target = {1: {1: 0.010, 2: 0.010, 5: 0.010, 9: 0.011}, 5: {1: 0.012, 2: 0.020, 5: 0.045, 9: 0.080}}
     rule = GoodputRule(t_target, {1: 0.002, 5: 0.003}, k_max=8)
+    # unmeasured lengths are read between their measured neighbours (L = 4 between 2 and 5)
+    assert rule.step_time(5, 3) == pytest.approx(3 * 0.003 + 0.020 + (0.045 - 0.020) * 2 / 3)
+    assert rule.step_time(3, 0) == pytest.approx((0.010 + 0.012) / 2)  # and loads between theirs
     assert rule(1, [0.8]) >= 4
     assert rule(5, [0.5] * 5) == 0
     assert rule(5, [0.999] * 5) > 0  # perfect acceptance still pays

@@ -33,6 +33,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from strategies.smartspec import expected_tokens
+
 
 def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
     """Length of the longest common prefix, leaving every prompt at least one token of its own."""
@@ -59,21 +61,12 @@ class BatchResult:
         return dict(sorted(out.items()))
 
 
-def expected_tokens(k: int, alpha: float) -> float:
-    if alpha >= 1.0:
-        return k + 1.0
-    return (1 - alpha ** (k + 1)) / (1 - alpha)
-
-
 class FixedK:
     def __init__(self, k: int):
         self.k = int(k)
 
     def __call__(self, B: int, alphas: Sequence[float]) -> int:
         return self.k
-
-    def describe(self) -> str:
-        return f"fixed K={self.k}"
 
 
 class GoodputRule:
@@ -98,24 +91,15 @@ class GoodputRule:
         return (1 - w) * table[lo] + w * table[hi]
 
     def step_time(self, B: int, k: int) -> float:
-        tt = self._lookup(self.t_target, B)
-        L = k + 1
-        if L not in tt:  # linear in tokens between / beyond the measured lengths
-            ls = sorted(tt)
-            a, b = (ls[0], ls[-1])
-            tt_L = tt[a] + (tt[b] - tt[a]) * (L - a) / max(b - a, 1)
-        else:
-            tt_L = tt[L]
-        return k * self._lookup(self.t_draft, B) + tt_L
+        """K draft steps + one target forward of K + 1 tokens per row; both tables read
+        piecewise-linearly between the measured neighbours (clamped outside the measured range)."""
+        return k * self._lookup(self.t_draft, B) + self._lookup(self._lookup(self.t_target, B), k + 1)
 
     def __call__(self, B: int, alphas: Sequence[float]) -> int:
         def goodput(k):
             return sum(expected_tokens(k, a) for a in alphas) / self.step_time(B, k)
 
         return max(range(0, self.k_max + 1), key=goodput)
-
-    def describe(self) -> str:
-        return f"smartspec goodput rule (k_max={self.k_max})"
 
 
 @torch.inference_mode()
