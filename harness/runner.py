@@ -201,8 +201,7 @@ def prepare(cfg: DictConfig):
         raise ConfigError(f"task.limit must be an integer >= 1 or null, got {task.limit!r}")
     check_paradigm(strategy, model_spec)
     check_static(strategy, model_spec)
-    if hasattr(strategy, "check_model"):  # diffusion strategies have their own base class
-        strategy.check_model(model_spec)
+    strategy.check_model(model_spec)
     if rc.get("paired_baseline") and (strategy.name == "greedy" or getattr(model_spec, "kind", "") == "diffusion"):
         raise ConfigError("run.paired_baseline times plain greedy beside the strategy: it needs an autoregressive "
                           "model and a strategy other than greedy")

@@ -33,7 +33,7 @@ counted from `corpus` on first use in the target's vocabulary and cached (not pe
 The paper builds its n-grams from a large web corpus; none ships here, so the default YAML uses
 GSM8K's TRAIN split (questions and solutions; never test rows): name your own corpus for other
 domains.
-Temperature 0 (the paper): deterministic top-k selection over raw log-softmax. T > 0 (our
+Temperature 0 (the paper): deterministic top-k selection over the scores above. T > 0 (our
 extension): p_LM is tempered / top-k / top-p / min-p truncated, the first k tokens are drawn
 without replacement and the k survivors of each step by Gumbel-top-k on their cumulative
 scores (sampling k sequences without replacement in proportion to exp(score)).
@@ -115,7 +115,7 @@ class Superposed(Strategy):
     def _logp(self, logits: torch.Tensor) -> torch.Tensor:
         """log p_LM [V] as the candidates are scored. T > 0 (our extension): tempered + truncated.
         T = 0, scoring "paper": the paper's code sharpens p_LM with its `temp` (0.06 in every
-        parameter file) before the top-`top_tokens` renormalisation (done in `_increments`);
+        parameter file) before the top-`top_tokens` renormalisation (done in `_candidates`);
         scoring "interpolated": the raw log-softmax."""
         if not self.sampling.greedy:
             return torch.log(self.sampling.probs(logits).double())
@@ -123,7 +123,15 @@ class Superposed(Strategy):
             return torch.log_softmax(logits.double() / self.lm_temperature, -1)
         return torch.log_softmax(logits.double(), -1)
 
-    def _increments(self, logp: torch.Tensor, lm, ctx: list[int]) -> tuple[list[int], torch.Tensor]:
+    def _candidates(self, logp: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        """The step's candidate tokens (p_LM's top `top_tokens`) and their LM term: renormalised
+        over them ("paper") or raw ("interpolated"). Shared by every draft of the step."""
+        top_lp, top_ids = torch.topk(logp, min(self.top_tokens, logp.shape[-1]))
+        if self.scoring == "paper":
+            top_lp = top_lp - torch.logsumexp(top_lp, 0)  # renormalised over the kept tokens
+        return top_ids.tolist(), top_lp
+
+    def _increments(self, logp: torch.Tensor, lm, ctx: list[int], top=None) -> tuple[list[int], torch.Tensor]:
         """(candidate tokens, their score increments) for a draft whose n-gram context is ctx.
 
         "paper" (its public code): p_LM restricted to its top `top_tokens` tokens and renormalised
@@ -133,12 +141,12 @@ class Superposed(Strategy):
         candidate (no n-gram evidence at all), the draft's increments fall back to
         (1 - alpha) log p~(y) - penalty.
         "interpolated" (our earlier variant): raw log p_LM of the top tokens; log of the
-        normalised interpolation with a smoothed unigram (NGramLM.prob), always finite."""
-        top_lp, top_ids = torch.topk(logp, min(self.top_tokens, logp.shape[-1]))
-        ids = top_ids.tolist()
+        normalised interpolation with a smoothed unigram (NGramLM.prob), always finite.
+        `top`: this step's `_candidates(logp)`, computed once for all drafts."""
+        ids, top_lp = top if top is not None else self._candidates(logp)
         a = self.alpha
         if self.scoring == "paper":
-            lp = top_lp - torch.logsumexp(top_lp, 0)  # renormalised over the kept tokens
+            lp = top_lp
             if a == 0:
                 return ids, lp
             g = torch.from_numpy(lm.weighted_sum(ctx, ids, self.ngram_weights))
@@ -186,13 +194,14 @@ class Superposed(Strategy):
             logp = self._logp(target.forward(embeds=(gamma[:, None] * emb).sum(0, keepdim=True), last_only=True))
             steps += 1
             # 3. k * m candidates scored with the LM and each draft's own n-gram context
+            top = self._candidates(logp)  # the step's tokens and LM term, shared by the drafts
             cands, keys = [], []
             for i in range(len(drafts)):
                 if done[i]:
                     cands.append((i, None))
                     keys.append(scores[i])
                     continue
-                ids, inc = self._increments(logp, lm, (list(prompt_ids[-ctx_len:]) + drafts[i])[-ctx_len:])
+                ids, inc = self._increments(logp, lm, (list(prompt_ids[-ctx_len:]) + drafts[i])[-ctx_len:], top)
                 for j, t in enumerate(ids):
                     cands.append((i, t))
                     keys.append(scores[i] + float(inc[j]))

@@ -221,16 +221,17 @@ class HyPoradise(Task):
             raise ConfigError(f"task {self.name}: set '{s}': file {f} not found")
         return f
 
-    def _hub_file(self, s: str) -> Path:
+    def _hub_file(self, s: str, split: str = "test") -> Path:
         if s in NOT_ON_HUB:
             raise ConfigError(f"task {self.name}: set '{s}' is not on the hub copy {HUB_ID} (use wsj_score, or set "
                               f"HARNESS_DATA_DIR to a local copy)")
+        rel = f"{split}/{split}_{s}.json"
         try:
             from huggingface_hub import hf_hub_download
 
-            return Path(hf_hub_download(HUB_ID, f"test/test_{s}.json", repo_type="dataset"))
+            return Path(hf_hub_download(HUB_ID, rel, repo_type="dataset"))
         except Exception as e:  # offline, missing file, ...: one line with the way out
-            raise ConfigError(f"task {self.name}: cannot download test/test_{s}.json from {HUB_ID}: "
+            raise ConfigError(f"task {self.name}: cannot download {rel} from {HUB_ID}: "
                               f"{e.__class__.__name__}; set HARNESS_DATA_DIR to a local copy") from None
 
     def check_data(self) -> None:
@@ -276,13 +277,7 @@ class HyPoradise(Task):
             if not f.is_file():
                 raise ConfigError(f"task {self.name}: train file {f} not found")
             return f
-        try:
-            from huggingface_hub import hf_hub_download
-
-            return Path(hf_hub_download(HUB_ID, f"train/train_{s}.json", repo_type="dataset"))
-        except Exception as e:
-            raise ConfigError(f"task {self.name}: cannot download train/train_{s}.json from {HUB_ID}: "
-                              f"{e.__class__.__name__}; set HARNESS_DATA_DIR to a local copy") from None
+        return self._hub_file(s, "train")
 
     def train_examples(self, s: str = "atis") -> list[dict]:
         """The train split of set `s` in `load()`'s shape (ids `train-<set>-<row>-<hash>`)."""

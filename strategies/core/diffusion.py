@@ -201,6 +201,9 @@ class DiffusionStrategy:
     def bind_task(self, task) -> None:
         pass
 
+    def check_model(self, model_spec) -> None:
+        """Before weights load (the Strategy contract): accept any diffusion model."""
+
     def setup(self, target, draft=None) -> None:
         pass
 
