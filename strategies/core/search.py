@@ -337,14 +337,19 @@ class SampleN(SearchStrategy):
     """Base of the methods that draw N whole solutions in one batched generation over the shared
     prompt KV and then choose one (best_of_n by score, self_consistency / weighted_vote by vote)."""
 
-    def __init__(self, n: int = 4, sampling=None, scorer=None, aggregate: str = "last", max_step_tokens: int = 256):
+    def __init__(self, n: int = 4, sampling=None, scorer=None, aggregate: str = "last", max_step_tokens: int = 256,
+                 record_samples: bool = False):
         super().__init__(sampling, scorer, aggregate, max_step_tokens)
         if n < 1:
             raise ConfigError(f"{self.name}: n must be >= 1, got {n}")
         self.n = n
+        self.record_samples = bool(record_samples)  # True: every sample's text in the row (`samples`)
 
     def params(self):
         return {**super().params(), "budget": f"N={self.n}"}
 
     def sample(self, s: Search) -> list[Candidate]:
-        return s.extend([Candidate()] * self.n, whole=True)
+        cands = s.extend([Candidate()] * self.n, whole=True)
+        if self.record_samples:  # auditing a vote, or training data for a scorer (tools/train_value_head.py)
+            s.state.extra["samples"] = [{"text": c.text, "eos": c.eos, "tokens": len(c.tokens)} for c in cands]
+        return cands
