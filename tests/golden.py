@@ -7,6 +7,7 @@ runner at T = 0 and (where it samples) at T = 1; draft-model methods run with a 
 
     python -m tests.golden --write      # re-record (only when behaviour is MEANT to change)
     python -m tests.golden --add NAME   # record a NEW strategy's cases, keeping every other case
+    python -m tests.golden --replace NAME   # re-record ONE strategy's cases (its behaviour is meant to change)
 """
 
 from __future__ import annotations
@@ -228,13 +229,15 @@ def collect_direct() -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--add"] and len(argv) > 1:
+    if argv[:1] in (["--add"], ["--replace"]) and len(argv) > 1:
         rows = json.loads(GOLDEN.read_text())
         new = collect(argv[1:])
         clash = sorted(k for k in new if k in rows)
-        if clash:
-            print(f"already recorded: {', '.join(clash)} (use --write to re-record everything)")
+        if clash and argv[0] == "--add":
+            print(f"already recorded: {', '.join(clash)} (--replace NAME re-records one strategy's cases)")
             return 2
+        if argv[0] == "--replace":  # this strategy's behaviour is MEANT to change; every other case stays
+            rows = {k: v for k, v in rows.items() if k.split("|")[0] not in argv[1:]}
         rows.update(new)
     elif argv == ["--write"]:
         rows = {**collect(), **collect_direct()}

@@ -231,7 +231,7 @@ def test_vote_strategies_refuse_tasks_without_answers():
 
 def test_a_star_pops_in_f_order_and_respects_the_budget(eng):
     sc = RuleScorer(lambda s: 0.05 + 0.9 * ((sum(s.encode()) * 7) % 13) / 13)
-    s = AStar(expansions=3, token_budget=60, sampling=SAMPLED, scorer=sc, max_step_tokens=4)
+    s = AStar(expansions=3, mode="nll", token_budget=60, sampling=SAMPLED, scorer=sc, max_step_tokens=4)
     tr = s.generate(eng, PROMPT, 40, torch.Generator().manual_seed(5), messages="q")
     # with h_weight = 1 the f of a child is >= its parent's g + 0, and the heap pops the minimum
     # of what is queued; every popped f is the smallest queued at that time, so the sequence of
@@ -249,7 +249,7 @@ def test_a_star_expands_the_lowest_f_first(eng):
     along those states only; every expanded (popped, unfinished) state's f is the minimum of the
     frontier at that time, which we re-check by replaying the pushes."""
     sc = RuleScorer(lambda s: 0.9 if s[:1] < "m" else 0.2)
-    s = AStar(expansions=2, token_budget=40, sampling=SAMPLED, scorer=sc, max_step_tokens=3, h_weight=0.0)
+    s = AStar(expansions=2, mode="nll", token_budget=40, sampling=SAMPLED, scorer=sc, max_step_tokens=3, h_weight=0.0)
     pops = []
     orig = s.score
 
