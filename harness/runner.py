@@ -443,8 +443,10 @@ def format_summary(s: dict) -> str:
                      f"scorer calls {f(ex.get('prm_calls', 0), '.1f')}   answer tokens "
                      f"{f(s['total_new_tokens'] / n_ok, '.1f')}")
         if s.get("scorer"):
-            who = ("the policy model judging its own steps" if "(policy)" in str(s["scorer"])
-                   else "a model other than the policy")
+            name = str(s["scorer"])
+            who = ("a value head trained on outcome labels of the policy's own train-split samples"
+                   if name.startswith("value_head") else
+                   "the policy model judging its own steps" if "(policy)" in name else "a model other than the policy")
             lines.append(f"   scorer: {s['scorer']} ({who})")
     else:
         lines.append(f"   tokens/s {f(s['tokens_per_s'], '.2f')}   MAT {f(s['mat'], '.2f')}   acceptance "

@@ -60,5 +60,9 @@ class Scorer:
         that can score one step without the others override this to save work."""
         return [s[-1] if s else 0.0 for s in self.score(question, candidates)]
 
+    def artifacts(self) -> dict[str, str]:
+        """Files this scorer loads (a trained head): hashed into the run identity like a strategy's."""
+        return {}
+
     def describe(self) -> dict:
         return {"name": self.name}

@@ -238,6 +238,31 @@ class HFEngine(TokenizerText):
             self.tokens_fed += int(mask.sum())
         return out.logits[:, -1].float().cpu()
 
+    @torch.inference_mode()
+    def hidden_batch(self, seqs: Sequence[Sequence[int]], count: bool = False) -> list[torch.Tensor]:
+        """The last layer's hidden states (after the final norm) at every position of several
+        independent sequences: ONE left-padded forward of the base model with no cache (the
+        engine's cache and, with count=False, its counters are not touched). float32 CPU, one
+        [len_i, d] tensor per sequence (a value head reads them: scorers/value_head.py)."""
+        if not seqs or any(len(s) == 0 for s in seqs):
+            raise ValueError("hidden_batch needs non-empty sequences")
+        if self.bidirectional_prompt:
+            raise ValueError("hidden_batch on a bidirectional-prompt model is not implemented")
+        B, M = len(seqs), max(len(s) for s in seqs)
+        ids = torch.zeros(B, M, dtype=torch.long)
+        mask = torch.zeros(B, M, dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, M - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[r, M - len(s):] = 1
+        pos = (mask.cumsum(1) - 1).clamp_min(0)
+        out = self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                               position_ids=pos.to(self.device), use_cache=False)
+        if count:
+            self.forwards += 1
+            self.tokens_fed += int(mask.sum())
+        h = out.last_hidden_state.float().cpu()
+        return [h[r, M - len(s):] for r, s in enumerate(seqs)]
+
     def _ensure_prefix(self, prompt_ids) -> tuple:
         """Prefill the prompt shared by `fork` / `score_suffixes` (once per prompt until reset)."""
         key = tuple(int(t) for t in prompt_ids)

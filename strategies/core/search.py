@@ -167,6 +167,13 @@ class SearchStrategy(Strategy):
     def row_labels(self) -> dict:
         return {**super().row_labels(), "scorer": self.scorer.describe()["name"] if self.scorer is not None else None}
 
+    def artifacts(self) -> dict[str, str]:
+        """The strategy's files and its scorer's (a trained value head): both in the run identity."""
+        out = super().artifacts()
+        if self.scorer is not None:
+            out.update({f"scorer.{k}": v for k, v in self.scorer.artifacts().items()})
+        return out
+
     def bind_task(self, task) -> None:
         """Called by the runner before models load: the answer functions, never the gold."""
         if self.needs_answers and not getattr(task, "votes", False):
