@@ -86,6 +86,7 @@ def aggregate(rows: list[dict], secondary=()) -> dict:
         "tree_acceptance": _ratio(sum(r.get("accepted") or 0 for r in tree), tot["tree_nodes"]),
         "forwards_per_token": _ratio(tot["target_forwards"], tot["new_tokens"]),
         "mean_ttft_s": float(np.mean(ttft)) if ttft else math.nan,
+        "peak_rss_mb": max((r["peak_rss_mb"] for r in rows if r.get("peak_rss_mb") is not None), default=None),
         **{f"total_{k}": v for k, v in tot.items()},
         "secondary": secondary_metrics(ok, secondary),
         "extra_per_example": extra_means(ok),

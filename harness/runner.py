@@ -368,8 +368,21 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
         row.update({"error": f"{e.__class__.__name__}: {e}", "quality": None})
     row.update({"git_sha": info["git_sha"], "versions": info["versions"], "threads": torch.get_num_threads(),
                 "cpu": info["cpu"], "gpu": info["gpu"], "device": str(target.device), "batch_size": 1,
-                "max_new_tokens": rc.max_new_tokens, "timestamp": time.time()})
+                "max_new_tokens": rc.max_new_tokens, "peak_rss_mb": peak_rss_mb(), "timestamp": time.time()})
     return row
+
+
+def peak_rss_mb() -> float | None:
+    """The process's peak resident memory so far, MiB (models, caches, every method's tables):
+    monotone over a run, so a run's peak is its last row's. None where the OS does not say."""
+    try:
+        import resource
+        import sys
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024, 1)  # bytes on macOS
+    except (ImportError, OSError):
+        return None
 
 
 def _paired_greedy(target, prompt, rc) -> dict:

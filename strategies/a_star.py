@@ -13,15 +13,21 @@ priority queue ordered by f = g + h (lower is better). Two cost models (`mode`):
                   (one reasoning step each) and a deterministic selection step keeps
                   s* = argmin_{s' in C(s)} f(s'); only s* enters the frontier (the paper's
                   two-step transition model)
-    g(s')         g(s) + (1 - r(s'))                (OUR READING: the cost of a transition is
-                  the scorer's doubt about the state it reaches, so g is the accumulated doubt
-                  along the path; the paper's exact g could not be read here)
+    g(s')         from the doubts d_i = 1 - r(prefix i) of the prefixes on the path (OUR
+                  READING; the paper's exact g could not be read here): `g: mean` (default)
+                  the mean doubt along the path, a path-quality cost that does not grow with
+                  depth; `g: sum` the accumulated doubt (the literal cost-so-far); `g: none`
+                  (greedy best-first on h). Why not `sum` by default: h = 1 - r does not
+                  shrink towards a goal, so a summed g makes every deeper state costlier than
+                  any shallow one and the search spends its budget re-sampling first steps
+                  (a test shows it); the paper reports the opposite (fewer tokens).
     parent        goes back on the frontier with f = f(s*) (OUR READING, after partial-
                   expansion A*, Yoshizumi et al. 2000: a sampled expansion reveals only some
                   successors, and the next one is estimated to cost what the best sampled one
-                  did). s* is pushed first, so a tie continues along s*; the parent is expanded
-                  again (new candidates drawn) only when the search backs off to that f. A
-                  state whose k candidates are all duplicates is closed.
+                  did). The parent is expanded again (new candidates drawn) only when the
+                  search backs off to that f. Ties in f pop the most recently pushed state
+                  (deeper first; s* before its parent). A state whose k candidates are all
+                  duplicates is closed.
     root          g = 0, h = 1 (nothing judged yet), f = 1
   A candidate whose token sequence is already on the frontier (or was ever pushed) is not
   selected again.
@@ -37,7 +43,8 @@ expanded: `expansions` candidate next steps sampled for it in ONE batched forwar
 search stops at the token budget (`token_budget`, all sampled tokens), the scorer budget
 (`prm_budget` calls) or `max_iterations`; then the best finished state seen is returned, or,
 if none finished, the lowest-f frontier state is completed by one sampled continuation
-(counted in generated_tokens). Ties in f go to the earlier-pushed state.
+(counted in generated_tokens). Ties in f: paper mode pops the latest-pushed state, nll mode
+the earliest.
 Rows: generated_tokens, prm_calls, iterations, candidates (distinct states pushed, the root
 included), popped, reexpanded (paper mode: expansions of a state that had been expanded before).
 """
@@ -51,18 +58,22 @@ from harness.errors import ConfigError
 from strategies.core.search import Candidate, SearchStrategy
 
 MODES = ("paper", "nll")
+G_RULES = ("mean", "sum", "none")  # paper mode's g from the path's doubts 1 - r
 
 
 class AStar(SearchStrategy):
     name = "a_star"
     uses_scorer = True
 
-    def __init__(self, expansions: int = 4, mode: str = "paper", h_weight: float = 1.0, token_budget: int = 2048,
-                 prm_budget: int = 0, max_iterations: int = 64, sampling=None, scorer=None,
+    def __init__(self, expansions: int = 4, mode: str = "paper", g: str = "mean", h_weight: float = 1.0,
+                 token_budget: int = 2048, prm_budget: int = 0, max_iterations: int = 64, sampling=None, scorer=None,
                  max_step_tokens: int = 256):
         super().__init__(sampling, scorer, "last", max_step_tokens)
         if mode not in MODES:
             raise ConfigError(f"{self.name}: mode must be one of {', '.join(MODES)}, got '{mode}'")
+        if g not in G_RULES:
+            raise ConfigError(f"{self.name}: g must be one of {', '.join(G_RULES)}, got '{g}'")
+        self.g = g
         if expansions < 1 or h_weight < 0 or token_budget < 1 or prm_budget < 0 or max_iterations < 1:
             raise ConfigError(f"{self.name}: need expansions >= 1, h_weight >= 0, token_budget >= 1, "
                               f"prm_budget >= 0, max_iterations >= 1")
@@ -75,7 +86,17 @@ class AStar(SearchStrategy):
         out = {**super().params(), "budget": f"T={self.token_budget},k={self.expansions}"}
         if self.mode == "paper":
             out.pop("h_weight", None)  # not used by the paper's f
+        else:
+            out.pop("g", None)  # nll mode has its own g
         return out
+
+    def path_cost(self, doubts: list[float]) -> float:
+        """g of a state from the doubts 1 - r of every prefix on its path (itself included)."""
+        if self.g == "sum":
+            return float(sum(doubts))
+        if self.g == "mean":
+            return float(sum(doubts) / len(doubts))
+        return 0.0
 
     @staticmethod
     def cost(s: float) -> float:
@@ -113,7 +134,7 @@ class AStar(SearchStrategy):
     # ------------------------------------------------------------------ the paper's f
     def _search_paper(self, s):
         root = Candidate()
-        heap: list = [(1.0, 0, 0.0, root)]  # (f, push order, g, state); root: g 0, h 1
+        heap: list = [(1.0, 0, 0.0, root)]  # (f, -push order, g, state); root: g 0, h 1
         seen = {()}
         expanded: set = set()
         pushed, states, iterations, reexpanded, best_done = 1, 1, 0, 0, None
@@ -138,13 +159,15 @@ class AStar(SearchStrategy):
             s.score(kids, last_only=True)
             scored = []
             for i, k in enumerate(kids):
-                doubt = 1.0 - min(max(float(k.scores[-1]), 0.0), 1.0)  # h = 1 - r, and the transition cost
-                scored.append((g + doubt + doubt, i, g + doubt, k))
+                doubts = [1.0 - min(max(float(x), 0.0), 1.0) for x in k.scores]  # 1 - r of each prefix on the path
+                gk = self.path_cost(doubts)
+                scored.append((gk + doubts[-1], i, gk, k))  # f = g + h, h = 1 - r(s')
             fk, _, gk, best = min(scored, key=lambda e: (e[0], e[1]))  # the deterministic selection step
-            heapq.heappush(heap, (fk, pushed, gk, best))
             # the parent goes back with the f of the successor it just gave (partial-expansion A*'s
-            # re-insertion): it is expanded again only when the search backs off to that value
-            heapq.heappush(heap, (fk, pushed + 1, g, node))
+            # re-insertion): it is expanded again only when the search backs off to that value.
+            # Ties pop the most recently pushed state (deeper first): s* before its parent.
+            heapq.heappush(heap, (fk, -pushed, g, node))
+            heapq.heappush(heap, (fk, -(pushed + 1), gk, best))
             pushed, states = pushed + 2, states + 1
             if best.finished and (best_done is None or fk < best_done[0]):
                 best_done = (fk, best)

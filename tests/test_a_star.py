@@ -1,7 +1,7 @@
 """A*-decoding's paper mode on a hand-built search tree: the pop order, the selection step and
-the fallback are checked against values computed by hand (f = g + h, h = 1 - r, g = accumulated
-1 - r, only the best of the k sampled successors enters the frontier, the parent re-enters with
-that successor's f)."""
+the fallback are checked against values computed by hand (f = g + h, h = 1 - r, g from the
+doubts 1 - r along the path (mean by default, or sum), only the best of the k sampled successors
+enters the frontier, the parent re-enters with that successor's f)."""
 
 import pytest
 import torch
@@ -26,9 +26,10 @@ R = {"A;": .8, "B;": .4, "A;C;": .3, "A;D;": .5, "E;": .9, "F;": .1, "E;G.": .9,
 class ScriptedSearch:
     """Stands in for strategies.core.search.Search: scripted samples and scores."""
 
-    def __init__(self):
+    def __init__(self, r=None):
         self.generated = self.prm_calls = 0
         self.times: dict[str, int] = {}
+        self.r = R if r is None else r
 
     @staticmethod
     def _child(parent: Candidate, text: str) -> Candidate:
@@ -52,24 +53,67 @@ class ScriptedSearch:
         assert last_only
         self.prm_calls += 1
         for c in cands:
-            c.scores = c.scores[: len(c.steps) - 1] + [R[c.text]]
+            c.scores = c.scores[: len(c.steps) - 1] + [self.r[c.text]]
         return [c.scores[-1] for c in cands]
 
 
 def test_paper_mode_pops_in_the_order_of_f_computed_by_hand():
+    """g: mean (default): g = the mean doubt 1 - r over the path's prefixes, f = g + (1 - r)."""
     s = AStar(expansions=2, mode="paper", scorer=Scorer(), token_budget=10_000)
-    choice = s.search(ScriptedSearch())
-    # by hand: root f = 0 + 1. Expand root: A f = 2(1-.8) = .4, B 1.2 -> push A(.4), root(.4).
-    # Pop A: AC f = .2 + 2(.7) = 1.6, AD .2 + 2(.5) = 1.2 -> push AD(1.2), A(1.2).
-    # Pop root(.4) (the search backs off): E f = 2(.1) = .2, F 1.8 -> push E(.2), root(.2).
-    # Pop E: EG f = .1 + 2(.1) = .3 (finished), EH .1 + .8 = .9 -> push EG(.3), E(.3).
-    # Pop root(.2): I 1.0, J .6 -> push J(.6), root(.6). Pop EG(.3): finished -> the answer.
+    choice = s.search(ScriptedSearch({**R, "E;G.": .95}))
+    # by hand: root f = 0 + 1. Expand root: A g .2 f .4, B g .6 f 1.2 -> push A(.4), root(.4).
+    # Pop A: AC g (.2+.7)/2 = .45 f 1.15, AD g .35 f .85 -> push AD(.85), A(.85).
+    # Pop root(.4) (the search backs off): E g .1 f .2, F 1.8 -> push E(.2), root(.2).
+    # Pop E: EG g (.1+.05)/2 = .075 f .125 (finished), EH g .25 f .65 -> push EG(.125), E(.125).
+    # Pop EG(.125): finished -> the answer.
+    assert [c.text for c in s.last_popped] == ["", "A;", "", "E;", "E;G."]
+    assert s.last_order == pytest.approx([1.0, .4, .4, .2, .125])
+    assert choice.candidate.text == "E;G."
+    assert choice.extra["iterations"] == 4 and choice.extra["reexpanded"] == 1
+    assert choice.n_candidates == 5  # root + one selected successor per expansion
+    assert choice.extra["completed_after_budget"] == 0
+
+
+def test_paper_mode_with_summed_g_pops_in_the_order_computed_by_hand():
+    s = AStar(expansions=2, mode="paper", g="sum", scorer=Scorer(), token_budget=10_000)
+    choice = s.search(ScriptedSearch(R))
+    # by hand (g = accumulated doubt): root 1. A f .2 + .2 = .4, B 1.2 -> A(.4), root(.4).
+    # Pop A: AC .9 + .7 = 1.6, AD .7 + .5 = 1.2 -> AD(1.2), A(1.2). Pop root(.4): E .2, F 1.8 ->
+    # E(.2), root(.2). Pop E: EG .2 + .1 = .3 (finished), EH .5 + .4 = .9 -> EG(.3), E(.3).
+    # Pop root(.2): I 1.0, J .6 -> J(.6), root(.6). Pop EG(.3): the answer.
     assert [c.text for c in s.last_popped] == ["", "A;", "", "E;", "", "E;G."]
     assert s.last_order == pytest.approx([1.0, .4, .4, .2, .2, .3])
-    assert choice.candidate.text == "E;G."
-    assert choice.extra["iterations"] == 5 and choice.extra["reexpanded"] == 2
-    assert choice.n_candidates == 6  # root + one selected successor per expansion
-    assert choice.extra["completed_after_budget"] == 0
+    assert choice.candidate.text == "E;G." and choice.extra["reexpanded"] == 2
+
+
+def test_a_summed_g_spends_the_budget_on_first_steps_and_the_mean_goes_deep():
+    """Why g: mean is the default: with every step judged r = .8 and solutions finishing at depth
+    3, f = g + h grows with depth under g: sum, so the search keeps re-sampling shallow states."""
+
+    class Endless(ScriptedSearch):
+        def extend(self, parents, whole=False, stop_first=False):
+            self.generated += 2 * len(parents)
+            out = []
+            for j, p in enumerate(parents):
+                n = self.times.get(p.text, 0)
+                self.times[p.text] = n + 1
+                text = f"{len(p.steps)}.{n}.{j}" + ("." if len(p.steps) == 2 or whole else ";")
+                out.append(self._child(p, text))
+            return out
+
+        def score(self, cands, last_only=False):
+            self.prm_calls += 1
+            for c in cands:
+                c.scores = c.scores[: len(c.steps) - 1] + [.8]
+            return [.8] * len(cands)
+
+    mean = AStar(expansions=2, mode="paper", scorer=Scorer(), max_iterations=30)
+    done = mean.search(Endless())
+    assert done.extra["iterations"] == 3 and done.extra["reexpanded"] == 0 and done.candidate.finished
+    total = AStar(expansions=2, mode="paper", g="sum", scorer=Scorer(), max_iterations=30)
+    stuck = total.search(Endless())
+    assert stuck.extra["iterations"] == 30 and stuck.extra["reexpanded"] >= 10
+    assert max(len(c.steps) for c in total.last_popped) <= 2  # never popped a finished (depth-3) state
 
 
 def test_paper_mode_budget_fallback_completes_the_lowest_f_state():
