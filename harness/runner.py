@@ -325,15 +325,18 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
         rng = torch.Generator().manual_seed(seed)
         greedy_first = bool(rc.get("paired_baseline")) and seed % 2 == 1  # interleaved: half the examples each way
         base = _paired_greedy(target, prompt, rc) if greedy_first else None
+        m0 = model_seconds(target, draft)
         t0 = time.perf_counter()
         trace = strategy.generate(target, prompt, rc.max_new_tokens, rng, draft=draft)
         wall = time.perf_counter() - t0
+        inside = model_seconds(target, draft) - m0
         if rc.get("paired_baseline") and not greedy_first:
             base = _paired_greedy(target, prompt, rc)
         text = target.decode(trace.tokens)
         stats = task.score(ex, text)
         row.update({"output_text": text, "extracted": stats.get("extracted"), "quality": stats.get("quality"),
-                    "score": stats, "wall_s": wall, **trace.row_fields(t0)})
+                    "score": stats, "wall_s": wall, **trace.row_fields(t0),
+                    "model_s": inside, "outside_model_s": max(wall - inside, 0.0)})
         if base is not None:
             btext = target.decode(base["tokens"])
             bstats = task.score(ex, btext)
@@ -370,6 +373,12 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
                 "cpu": info["cpu"], "gpu": info["gpu"], "device": str(target.device), "batch_size": 1,
                 "max_new_tokens": rc.max_new_tokens, "peak_rss_mb": peak_rss_mb(), "timestamp": time.time()})
     return row
+
+
+def model_seconds(*engines) -> float:
+    """Seconds the engines' models have spent inside their modules so far (harness/engines/hf.py
+    ModelTimer); engines without a timer count 0."""
+    return float(sum(getattr(e, "model_s", 0.0) for e in engines if e is not None))
 
 
 def peak_rss_mb() -> float | None:
@@ -467,6 +476,10 @@ def format_summary(s: dict) -> str:
                         f"{f(s['chain_acceptance'], '.3f')}")
                      + f"   forwards/token {f(s['forwards_per_token'], '.3f')}   "
                      f"TTFT {f(s['mean_ttft_s'], '.3f')} s")
+    share = s.get("outside_model_share")
+    if share is not None and not (isinstance(share, float) and math.isnan(share)):
+        lines.append(f"   time outside the model: {100 * share:.1f}% of wall (harness + strategy; peak RSS "
+                     f"{f(s.get('peak_rss_mb'), '.0f')} MiB)")
     if any(k.startswith("pass@") for k in s):
         lines.append("   " + "   ".join(f"{k} {v:.3f}" for k, v in s.items() if k.startswith("pass@")))
     if s.get("sandbox_tiers"):

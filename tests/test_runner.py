@@ -19,7 +19,7 @@ from harness.store import read_rows
 from tests.conftest import ROOT
 from tests.helpers import cfg_for, run_dirs
 
-TIMING = {"wall_s", "ttft_s", "timestamp", "peak_rss_mb"}  # measurements of this process, not behaviour
+TIMING = {"wall_s", "ttft_s", "timestamp", "peak_rss_mb", "model_s", "outside_model_s"}  # measurements of this process, not behaviour
 
 
 

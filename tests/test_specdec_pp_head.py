@@ -157,7 +157,7 @@ def test_runner_rows_do_not_depend_on_example_order(tmp_path):
             cfg = compose("config", overrides=[*over, f"run.results_dir={tmp_path / sub}", *extra])
         run(cfg)
         (d,) = [p for p in (tmp_path / sub).iterdir() if (p / "rows.jsonl").exists()]
-        skip = {"wall_s", "ttft_s", "timestamp", "peak_rss_mb", "run", "config_hash"}
+        skip = {"wall_s", "ttft_s", "timestamp", "peak_rss_mb", "model_s", "outside_model_s", "run", "config_hash"}
         rows.append(sorted(({k: v for k, v in r.items() if k not in skip} for r in read_rows(d / "rows.jsonl")),
                            key=lambda r: r["example_id"]))
     assert len(rows[0]) == 3 and all(r["error"] is None for r in rows[0]) and rows[0] == rows[1]

@@ -146,3 +146,40 @@ def test_train_tool_refuses_test_split_rows(tmp_path, capsys):
     assert tv.main(["--rows", str(rows), "--trunk", "tiny_random", "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "TRAIN split" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_model_time_counts_every_path_into_the_weights_once(eng):
+    """ModelTimer: model_s grows on every path into the weights and never by more than the wall
+    time around the call (nested modules would double-count it)."""
+    import time
+
+    paths = [lambda: (eng.reset(), eng.forward([5, 6, 7, 8] * 8)),
+             lambda: eng.hidden_batch([[5, 6, 7], [8, 9]]),
+             lambda: eng.last_logits_batch([[5, 6, 7], [8, 9]], count=False),
+             lambda: (eng.reset(), eng.forward_layers([5, 6, 7], 0, 1)),
+             lambda: eng.head(torch.zeros(3, eng.hidden_size))]
+    for call in paths:
+        before = eng.model_s
+        t0 = time.perf_counter()
+        call()
+        wall = time.perf_counter() - t0
+        d = eng.model_s - before
+        assert 0 < d <= wall + 1e-4
+    fork = (eng.reset(), eng.fork([5, 6, 7], [[8], [9]]))[1]
+    before = eng.model_s
+    fork.step([10, 11])
+    assert eng.model_s > before
+
+
+def test_rows_carry_model_time_and_peak_memory(tmp_path):
+    from harness.store import read_rows
+    from tests.test_runner import cfg_for, run, run_dirs
+
+    run(cfg_for(tmp_path, "task.limit=2", "run.max_new_tokens=6", "strategy=greedy"))
+    (d,) = run_dirs(tmp_path)
+    rows = read_rows(d / "rows.jsonl")
+    for r in rows:
+        assert 0 < r["model_s"] <= r["wall_s"] and r["outside_model_s"] == pytest.approx(r["wall_s"] - r["model_s"])
+        assert r["peak_rss_mb"] > 10
+    summary = json.loads((d / "summary.json").read_text())
+    assert 0 <= summary["outside_model_share"] < 1 and summary["peak_rss_mb"] == max(r["peak_rss_mb"] for r in rows)

@@ -40,6 +40,38 @@ def capabilities_from_config(config) -> frozenset:
                         else set()))
 
 
+class ModelTimer:
+    """Accumulates the wall time spent inside a transformers model into `engine.model_s`.
+
+    Forward hooks on the causal LM, its base model, every decoder layer, the final norm and the LM
+    head, with a depth guard so nested calls count once: every path into the weights (a cached
+    forward, a fork's batched step, a judge's padded batch, a value head's hidden states, a
+    layer-by-layer early-exit forward, `head()`) is timed, whoever calls it. The rest of an
+    example's wall time is what the harness and the strategy spend outside the model."""
+
+    def __init__(self, engine, model):
+        import time
+
+        self.engine, self.depth, self.t0, self.clock = engine, 0, 0.0, time.perf_counter
+        mods = [model, getattr(model, "model", None), getattr(model, "lm_head", None)]
+        base = getattr(model, "model", None)
+        mods += list(getattr(base, "layers", []) or []) + [getattr(base, "norm", None)]
+        for m in mods:
+            if isinstance(m, torch.nn.Module):
+                m.register_forward_pre_hook(self._enter)
+                m.register_forward_hook(self._leave, always_call=True)  # also when a forward raises
+
+    def _enter(self, module, args):
+        if self.depth == 0:
+            self.t0 = self.clock()
+        self.depth += 1
+
+    def _leave(self, module, args, output):
+        self.depth -= 1
+        if self.depth == 0:
+            self.engine.model_s += self.clock() - self.t0
+
+
 class HFEngine(TokenizerText):
     """A transformers causal LM with a DynamicCache, batch size 1."""
 
@@ -67,6 +99,8 @@ class HFEngine(TokenizerText):
         self.bidirectional_prompt = False
         self.forwards = 0
         self.tokens_fed = 0
+        self.model_s = 0.0  # seconds spent inside the model's modules (every caller: forks, judges, heads)
+        self._timing = ModelTimer(self, model)
         self.reset()
 
     # ------------------------------------------------------------------ state
