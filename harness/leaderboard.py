@@ -26,11 +26,11 @@ from harness.store import read_rows
 COLUMNS = ["task", "task_options", "strategy", "model", "dtype", "max_new_tokens", "draft_model", "scorer", "n", "errors", "quality",
            "quality_ci_low", "quality_ci_high", "tokens_per_s", "speedup", "speedup_kind", "mat", "chain_acceptance",
            "tree_acceptance",
-           "forwards_per_token", "mean_ttft_s", "wall_s_per_example", "extra_generated_tokens", "outside_model_share", "peak_rss_mb", "run"]
+           "forwards_per_token", "mean_ttft_s", "wall_s_per_example", "extra_generated_tokens", "outside_model_share", "method_mb", "peak_rss_mb", "run"]
 # decimals shown in the Markdown table (the CSV and Parquet keep full precision)
 DECIMALS = {"quality": 3, "quality_ci_low": 3, "quality_ci_high": 3, "tokens_per_s": 1, "speedup": 2,
             "mat": 2, "chain_acceptance": 3, "tree_acceptance": 3, "forwards_per_token": 3, "mean_ttft_s": 3,
-            "wall_s_per_example": 2, "extra_generated_tokens": 1, "outside_model_share": 3, "peak_rss_mb": 0}
+            "wall_s_per_example": 2, "extra_generated_tokens": 1, "outside_model_share": 3, "method_mb": 2, "peak_rss_mb": 0}
 SPEEDUP_NOTE = ("speedup = tokens/s ratio vs plain greedy. speedup_kind 'paired': greedy timed in the same process on the "
                 "same engine and examples, interleaved (run.paired_baseline=true), the number to cite; 'across runs': vs the "
                 "newest greedy run (same task and task options, model identity, dtype, device, threads, max_new_tokens) "

@@ -87,6 +87,7 @@ def aggregate(rows: list[dict], secondary=()) -> dict:
         "forwards_per_token": _ratio(tot["target_forwards"], tot["new_tokens"]),
         "mean_ttft_s": float(np.mean(ttft)) if ttft else math.nan,
         "peak_rss_mb": max((r["peak_rss_mb"] for r in rows if r.get("peak_rss_mb") is not None), default=None),
+        "method_mb": max((r["method_bytes"] / 2 ** 20 for r in rows if r.get("method_bytes") is not None), default=None),
         "outside_model_share": _ratio(sum(r.get("outside_model_s") or 0 for r in ok if r.get("model_s") is not None),
                                       sum(r["wall_s"] for r in ok if r.get("model_s") is not None)),
         **{f"total_{k}": v for k, v in tot.items()},

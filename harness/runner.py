@@ -337,6 +337,10 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
         row.update({"output_text": text, "extracted": stats.get("extracted"), "quality": stats.get("quality"),
                     "score": stats, "wall_s": wall, **trace.row_fields(t0),
                     "model_s": inside, "outside_model_s": max(wall - inside, 0.0)})
+        from harness.memory import method_memory
+
+        parts = method_memory(strategy, draft)
+        row.update({"method_bytes": int(sum(parts.values())), "method_memory": parts})
         if base is not None:
             btext = target.decode(base["tokens"])
             bstats = task.score(ex, btext)
@@ -478,8 +482,8 @@ def format_summary(s: dict) -> str:
                      f"TTFT {f(s['mean_ttft_s'], '.3f')} s")
     share = s.get("outside_model_share")
     if share is not None and not (isinstance(share, float) and math.isnan(share)):
-        lines.append(f"   time outside the model: {100 * share:.1f}% of wall (harness + strategy; peak RSS "
-                     f"{f(s.get('peak_rss_mb'), '.0f')} MiB)")
+        lines.append(f"   time outside the model: {100 * share:.1f}% of wall (harness + strategy)   memory the method "
+                     f"holds beyond the target {f(s.get('method_mb'), '.2f')} MiB   peak RSS {f(s.get('peak_rss_mb'), '.0f')} MiB")
     if any(k.startswith("pass@") for k in s):
         lines.append("   " + "   ".join(f"{k} {v:.3f}" for k, v in s.items() if k.startswith("pass@")))
     if s.get("sandbox_tiers"):
