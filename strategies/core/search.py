@@ -59,6 +59,7 @@ class StepSampler:
         self.engine, self.sampling, self.max_step_tokens = engine, sampling, max_step_tokens
         self.generated = 0  # tokens sampled so far (all rows)
         self.on_token = None  # progress callback, called once per batched forward
+        self.ban_eos = False  # benchmarks: every row runs to the budget (equal tokens vs a peer)
 
     def token_text(self, t: int) -> str:
         return self.engine.token_text(t)
@@ -90,6 +91,9 @@ class StepSampler:
             raise ValueError("a parent already fills the token budget")
         while rows:
             logits = fork.logits  # [live, V]
+            if self.ban_eos:
+                logits = logits.clone()
+                logits[:, sorted(eos_ids)] = float("-inf")
             if self.sampling.greedy:
                 nxt = logits.argmax(-1)
             else:
