@@ -30,10 +30,11 @@ weight w (`--reject-weight`, 6 in the paper's code) on the rejection side; avera
 weights. Its minimiser is s = a / (a + w (1 - a)): the head predicts a deliberately cautious
 acceptance probability, which the paper's threshold (0.3) was tuned with.
 
-Prompts: only the test split of GSM8K ships here, so the head is trained on the LAST
-`--examples` prompts of the task (`--from-end`, default) and held-out metrics come from a
-prompt-level split of those; evaluate on the first examples (task.limit <= len - examples) to
-keep evaluation prompts unseen. The held-out accuracy / AUC of the head and of the draft's
+Prompts: from the task's TRAIN split (`--split train`, default; GSM8K's train split ships in
+the shared data), the LAST `--examples` of them (`--from-start` for the first); held-out metrics
+come from a prompt-level split of those. The heads shipped in results/heads/ were trained
+before the train split shipped, on the LAST test prompts (their metadata says so): evaluate
+them on the first test examples only (task.limit <= len - examples). The held-out accuracy / AUC of the head and of the draft's
 confidence q_t(d_t) (the training-free predictor of specdec_pp_confidence) are printed and saved
 in the head file's metadata with the draft's identity, the data, the loss and the commit.
 """
@@ -229,7 +230,10 @@ def load_engine(name: str, sets: list[str], dtype: str | None):
     return instantiate(cfg, _convert_="all").load()
 
 
-def load_prompts(task_name: str, n: int, from_end: bool, target) -> tuple[list[list[int]], list[str]]:
+def load_prompts(task_name: str, n: int, from_end: bool, target, split: str | None = "train"
+                 ) -> tuple[list[list[int]], list[str]]:
+    """The prompts the head is trained on: from the task's TRAIN split when its config has a
+    split (GSM8K), else from the task's only data (the demo task of the tests)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -238,6 +242,8 @@ def load_prompts(task_name: str, n: int, from_end: bool, target) -> tuple[list[l
         raise ConfigError(f"unknown task config '{task_name}'")
     cfg = OmegaConf.load(path)
     cfg.limit = None
+    if split and "split" in cfg:
+        cfg.split = split
     task = instantiate(cfg, _convert_="all")
     task.check_data()
     examples = task.load()
@@ -261,6 +267,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--task", default="gsm8k")
     ap.add_argument("--examples", type=int, default=32)
     ap.add_argument("--from-start", action="store_true", help="use the first prompts (default: the last ones)")
+    ap.add_argument("--split", default="train", help="the task split the prompts come from (default train; "
+                    "the shipped heads were trained before GSM8K's train split shipped: on the LAST test prompts)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.0, help="0: labels are argmax matches; > 0: soft")
     ap.add_argument("--top-k", type=int, default=0)
@@ -292,7 +300,7 @@ def main(argv=None) -> dict:
     draft = load_engine(args.draft, args.draft_set, args.dtype)
     if draft.vocab_size != target.vocab_size or draft.vocabulary_signature() != target.vocabulary_signature():
         raise ConfigError(f"draft {draft.name} and target {target.name} have different vocabularies")
-    prompts, ids = load_prompts(args.task, args.examples, not args.from_start, target)
+    prompts, ids = load_prompts(args.task, args.examples, not args.from_start, target, args.split)
     sp = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     data = collect(target, draft, prompts, args.max_new_tokens, sp, args.mixing_ratio, args.seed, args.copies,
                    log=lambda m: print(m, flush=True), cache_dir=args.cache_dir)
@@ -302,7 +310,7 @@ def main(argv=None) -> dict:
     meta = {
         "draft": {**draft_identity(draft), "dtype": draft.dtype, "config": args.draft, "overrides": args.draft_set},
         "target": {"name": target.name, "dtype": target.dtype, "config": args.target, "overrides": args.target_set},
-        "data": {"task": args.task, "example_ids": ids, "from_end": not args.from_start,
+        "data": {"task": args.task, "split": args.split, "example_ids": ids, "from_end": not args.from_start,
                  "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
                  "top_p": args.top_p, "mixing_ratio": args.mixing_ratio, "copies": args.copies,
                  "features": args.features, "positions": len(data["labels"]),
