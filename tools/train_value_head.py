@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], help="trunk model override (repeatable)")
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--l2", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2, 1e-1])
+    ap.add_argument("--l2", type=float, nargs="+", default=[1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0])
     ap.add_argument("--max-tokens", type=int, default=2048)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
