@@ -40,6 +40,17 @@ def capabilities_from_config(config) -> frozenset:
                         else set()))
 
 
+def left_pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, position ids) [B, M] of independent sequences, left-padded."""
+    B, M = len(seqs), max(len(s) for s in seqs)
+    ids = torch.zeros(B, M, dtype=torch.long)
+    mask = torch.zeros(B, M, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, M - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[r, M - len(s):] = 1
+    return ids, mask, (mask.cumsum(1) - 1).clamp_min(0)
+
+
 class ModelTimer:
     """Accumulates the wall time spent inside a transformers model into `engine.model_s`.
 
@@ -258,13 +269,7 @@ class HFEngine(TokenizerText):
             raise ValueError("last_logits_batch needs non-empty sequences")
         if self.bidirectional_prompt:
             raise ValueError("last_logits_batch on a bidirectional-prompt model is not implemented")
-        B, M = len(seqs), max(len(s) for s in seqs)
-        ids = torch.zeros(B, M, dtype=torch.long)
-        mask = torch.zeros(B, M, dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, M - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
-            mask[r, M - len(s):] = 1
-        pos = (mask.cumsum(1) - 1).clamp_min(0)
+        ids, mask, pos = left_pad(seqs)
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=pos.to(self.device), use_cache=False, logits_to_keep=1)
         if count:
@@ -282,13 +287,8 @@ class HFEngine(TokenizerText):
             raise ValueError("hidden_batch needs non-empty sequences")
         if self.bidirectional_prompt:
             raise ValueError("hidden_batch on a bidirectional-prompt model is not implemented")
-        B, M = len(seqs), max(len(s) for s in seqs)
-        ids = torch.zeros(B, M, dtype=torch.long)
-        mask = torch.zeros(B, M, dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, M - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
-            mask[r, M - len(s):] = 1
-        pos = (mask.cumsum(1) - 1).clamp_min(0)
+        ids, mask, pos = left_pad(seqs)
+        M = ids.shape[1]
         out = self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                position_ids=pos.to(self.device), use_cache=False)
         if count:
