@@ -445,7 +445,7 @@ def test_a_star_uniform_cost_pops_in_order_and_respects_budgets(monkeypatch, tin
     heuristic is not consistent, so that order is not guaranteed.) Budgets: an expansion starts
     only below the token and scorer budgets."""
     log = use_spy(monkeypatch)
-    s = AStar(expansions=3, h_weight=0.0, token_budget=60, prm_budget=0, max_iterations=50, max_step_tokens=4,
+    s = AStar(expansions=3, mode="nll", h_weight=0.0, token_budget=60, prm_budget=0, max_iterations=50, max_step_tokens=4,
               scorer=FakeScorer(), sampling=T1)
     tr = run(s, tiny_target, max_new_tokens=16)
     order = s.last_order
@@ -458,7 +458,7 @@ def test_a_star_uniform_cost_pops_in_order_and_respects_budgets(monkeypatch, tin
     assert tr.extra["generated_tokens"] <= 60 - 1 + 3 * 4 + 16
     assert tr.extra["iterations"] == len(steps)
     log.clear()
-    s = AStar(expansions=2, h_weight=1.0, token_budget=10_000, prm_budget=3, max_step_tokens=4,
+    s = AStar(expansions=2, mode="nll", h_weight=1.0, token_budget=10_000, prm_budget=3, max_step_tokens=4,
               scorer=FakeScorer(), sampling=T1)
     tr = run(s, tiny_target, max_new_tokens=40)
     assert tr.extra["prm_calls"] <= 3
