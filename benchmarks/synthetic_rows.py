@@ -34,7 +34,9 @@ WORDS = ("the number of clips sold in April is 48 so in May she sold half of tha
 
 
 def meta_for(run: str, task: str, strategy: str, model: str) -> dict:
-    return {"config_hash": f"{abs(hash(run)) & (2 ** 64 - 1):016x}", "run": run, "task": task, "strategy": strategy,
+    import hashlib
+
+    return {"config_hash": hashlib.sha256(run.encode()).hexdigest(), "run": run, "task": task, "strategy": strategy,
             "model": f"pack:{model}", "model_name": model, "task_version": "2",
             "task_options": {"split": "test"}, "model_spec": {"name": model, "dtype": "bfloat16"},
             "strategy_params": {"name": strategy, "lossless": strategy in ("speculative", "pld", "lookahead")},

@@ -119,9 +119,8 @@ class ValueHead(Scorer):
         if batch_size < 1 or max_tokens < 64:
             raise ConfigError("value_head: need batch_size >= 1 and max_tokens >= 64")
         self.path, self.model, self.batch_size, self.max_tokens = str(path), model, batch_size, max_tokens
-        _, self.meta = read_head(self.path)  # fail on a bad file before any model loads
+        self.tensors, self.meta = read_head(self.path)  # a bad file fails before any model loads
         self.trunk = None
-        self.tensors: dict[str, torch.Tensor] = {}
 
     def artifacts(self) -> dict[str, str]:
         return {"path": self.path}
@@ -134,7 +133,6 @@ class ValueHead(Scorer):
                               f"(set scorer.model to that model, or train a head for this one)")
         if want_vocab and self.trunk.vocabulary_fingerprint() != want_vocab:
             raise ConfigError(f"value_head: {self.path} was trained with another tokenizer than {self.trunk.name}'s")
-        self.tensors, _ = read_head(self.path)
         if self.tensors["w"].numel() != 2 * self.trunk.hidden_size:
             raise ConfigError(f"value_head: {self.path} expects {self.tensors['w'].numel() // 2}-wide hidden states, "
                               f"{self.trunk.name} has {self.trunk.hidden_size}")
