@@ -125,7 +125,7 @@ class ModelSpec:
     kind: str = "autoregressive"  # autoregressive (HFEngine) | diffusion (DiffusionEngine: a masked-diffusion LM)
     mask_token_id: int | None = None  # diffusion: the mask token (null = the layout's: LLaDA 126336, Dream 151666)
     layout: str = "auto"  # diffusion checkpoints: auto | llada | dream | hf (see harness/engines/diffusion.py)
-    sliding_window: bool = False  # the model has sliding-window layers (known before conversion: no rollback)
+    sliding_window: bool = False  # the model has sliding-window layers (known before conversion: no early exit)
     bidirectional_prompt: bool = False  # the prompt's prefill attends both ways (Huang et al.'s bi-attention variant)
 
     def __post_init__(self):
@@ -218,8 +218,8 @@ class ModelSpec:
         cfg = self.static_config()
         if cfg is not None:
             return capabilities_from_config(cfg)
-        if self.sliding_window:
-            return frozenset({"hidden_states"})
+        if self.sliding_window:  # rollback and trees (the engine keeps every slot), no early exit
+            return frozenset({"hidden_states", "rollback", "tree_mask"})
         return None
 
     def weights_file(self) -> Path:

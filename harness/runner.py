@@ -156,8 +156,8 @@ def check_static(strategy, model_spec) -> None:
         caps = spec.expected_capabilities()
         missing = set(strategy.needs) - set(caps) if caps is not None else set()
         if missing:
-            why = " (sliding-window layers drop the positions a rollback or a tree needs)" \
-                if {"rollback", "tree_mask"} & missing and "rollback" not in caps else ""
+            why = " (early exit drives the decoder layers of full-attention llama / qwen2 layouts only)" \
+                if "early_exit" in missing else ""
             role = "draft" if spec is strategy.draft else "model"
             raise ConfigError(f"strategy {strategy.name} needs {', '.join(sorted(missing))}, which {role} "
                               f"{spec.name} does not support{why}")

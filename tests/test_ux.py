@@ -24,7 +24,7 @@ def nothing_written(d):
     (["run.max_new_token=10"], "unknown key 'max_new_token' in run; valid keys: max_new_tokens"),
     (["+task.limt=2"], "takes no parameter 'limt'"),
     (["strategy=a_star", "scorer@strategy.scorer=nope"], "unknown scorer 'nope'"),
-    (["model=gemma3_270m", "strategy=pld"], "sliding-window"),
+    (["model=gemma3_270m", "strategy=del_exit"], "full-attention llama / qwen2 layouts only"),
     (["task.limit=abc"], "task.limit must be an integer"),
     (["model=hf"], "hub_id"),
     (["strategy=greedy", "run.paired_baseline=true"], "paired_baseline"),

@@ -30,13 +30,24 @@ from harness.engines.text import TokenizerText, eos_set, vocabulary_fingerprint 
 EARLY_EXIT_ARCHS = ("llama", "qwen2")
 
 
-def capabilities_from_config(config) -> frozenset:
-    """What an HFEngine over a model with this config supports: sliding-window layers keep no
-    rollback or tree masks (their cache drops old positions); early exit on known layouts."""
+def sliding_window_of(config) -> int | None:
+    """The window of a model's sliding-window layers (a query at position p sees keys at
+    positions > p - window), or None when every layer attends fully."""
     types = getattr(config, "layer_types", None) or []
-    sliding = any(t != "full_attention" for t in types)
-    return frozenset({"hidden_states"} | (set() if sliding else {"rollback", "tree_mask"})
-                     | ({"early_exit"} if not sliding and getattr(config, "model_type", "") in EARLY_EXIT_ARCHS
+    return int(config.sliding_window) if "sliding_attention" in types and getattr(config, "sliding_window", None) \
+        else None
+
+
+def capabilities_from_config(config) -> frozenset:
+    """What an HFEngine over a model with this config supports. Sliding-window layers get rollback
+    and tree masks too: the engine keeps every position of them (see HFEngine) and applies the
+    window in the mask; layer kinds it does not know (chunked, linear attention) get neither.
+    Early exit on the known full-attention layouts only."""
+    types = getattr(config, "layer_types", None) or []
+    unknown = any(t not in ("full_attention", "sliding_attention") for t in types)
+    full_only = all(t == "full_attention" for t in types)
+    return frozenset({"hidden_states"} | (set() if unknown else {"rollback", "tree_mask"})
+                     | ({"early_exit"} if full_only and getattr(config, "model_type", "") in EARLY_EXIT_ARCHS
                         else set()))
 
 
@@ -84,7 +95,16 @@ class ModelTimer:
 
 
 class HFEngine(TokenizerText):
-    """A transformers causal LM with a DynamicCache, batch size 1."""
+    """A transformers causal LM with a DynamicCache, batch size 1.
+
+    Sliding-window models (Gemma-3): transformers' sliding cache layers keep only the last
+    window - 1 positions, so a rollback or a tree would need positions already dropped. This
+    engine instead keeps EVERY position in every layer (a cache of full layers) and applies the
+    window in the attention mask: by transformers' own mask builder for a plain chain, and by
+    `_masks` (ancestors AND position distance < window, from each slot's recorded position) for
+    trees, depth positions and slots left by a tree grown across forwards. Exact at any length;
+    the price is the sliding layers' KV growing with the sequence (and attention over masked
+    slots past the window), the same for every strategy on the engine."""
 
     def __init__(self, model, tokenizer, name: str, dtype: str):
         from transformers import DynamicCache
@@ -100,6 +120,8 @@ class HFEngine(TokenizerText):
         self.hidden_size = int(model.config.hidden_size)
         # Capabilities are declared, not discovered by failure: strategies list what they need.
         self.capabilities = capabilities_from_config(model.config)
+        self.window = sliding_window_of(model.config)
+        self._layer_types = sorted(set(getattr(model.config, "layer_types", None) or ["full_attention"]))
         gen = getattr(model, "generation_config", None)
         self.eos_ids = eos_set(getattr(tokenizer, "eos_token_id", None),
                                getattr(gen, "eos_token_id", None) if gen is not None else None)
@@ -117,9 +139,32 @@ class HFEngine(TokenizerText):
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         """Empty the KV cache (start of an example). Counters are not touched."""
-        self.cache = self._cache_cls(config=self.model.config)
+        self.cache = self.new_cache()
+        self._pos = torch.zeros(0, dtype=torch.long)  # position of each cached slot (sliding-window models)
         self.hidden = {}
         self._prefix = None  # (prompt ids, prompt KV, last logits) shared by fork()
+
+    def new_cache(self):
+        """An empty cache: transformers' own layer kinds, or only full layers for a sliding-window
+        model (every position kept, so rollback and trees work; the window is in the mask)."""
+        return self._cache_cls() if self.window else self._cache_cls(config=self.model.config)
+
+    def _masks(self, allowed: torch.Tensor, qpos: torch.Tensor, kpos: torch.Tensor):
+        """Additive masks from bool `allowed` [..., n, S] for each layer kind: full layers see the
+        allowed slots; sliding layers also need qpos - kpos < window. qpos [..., n], kpos [..., S]."""
+        dtype = self.model.dtype
+
+        def additive(a):
+            m = torch.zeros(a.shape, dtype=dtype)
+            m.masked_fill_(~a, torch.finfo(dtype).min)
+            return m.reshape(-1, 1, *a.shape[-2:]).to(self.device)
+
+        full = additive(allowed)
+        if not self.window:
+            return full
+        near = (qpos[..., :, None] - kpos[..., None, :]) < self.window
+        sliding = additive(allowed & near)
+        return {t: (sliding if t == "sliding_attention" else full) for t in self._layer_types}
 
     @property
     def length(self) -> int:
@@ -161,7 +206,16 @@ class HFEngine(TokenizerText):
         if tree is not None or depths is not None:
             d = torch.arange(n) if depths is None else torch.as_tensor(depths).reshape(-1).cpu()
             kw["position_ids"] = (past + d).to(self.device).reshape(1, -1)
-        if tree is not None:
+        if self.window:  # record each slot's position; explicit masks unless transformers' chain mask is right
+            d = torch.arange(n) if depths is None else torch.as_tensor(depths).reshape(-1).cpu()
+            qpos, kpos = past + d, torch.cat([self._pos, past + d])
+            if tree is not None or not torch.equal(kpos, torch.arange(past + n)):
+                allowed = tree_allowed(tree if tree is not None else torch.tril(torch.ones(n, n, dtype=torch.bool)),
+                                       past)
+                kw["attention_mask"] = self._masks(allowed, qpos, kpos)
+                kw["position_ids"] = qpos.to(self.device).reshape(1, -1)
+            self._pos = kpos
+        elif tree is not None:
             kw["attention_mask"] = tree_mask_4d(tree, past, self.model.dtype, self.device)
         if last_only and not hidden_layers:
             kw["logits_to_keep"] = 1
@@ -187,6 +241,7 @@ class HFEngine(TokenizerText):
             raise ValueError(f"rollback({n}) with {self.length} cached positions")
         if n:
             self.cache.crop(-n)
+            self._pos = self._pos[:-n]
 
     def truncate_to(self, length: int) -> None:
         self.rollback(self.length - length)
@@ -198,6 +253,8 @@ class HFEngine(TokenizerText):
         for layer in self.cache.layers:
             layer.keys = torch.cat([layer.keys[:, :, :base], layer.keys.index_select(2, idx)], dim=2)
             layer.values = torch.cat([layer.values[:, :, :base], layer.values.index_select(2, idx)], dim=2)
+        if self.window:
+            self._pos = torch.cat([self._pos[:base], self._pos[idx.cpu()]])
 
     # ------------------------------------------------------------------ early exit (layer ranges)
     def layer_length(self, layer: int) -> int:
@@ -306,7 +363,7 @@ class HFEngine(TokenizerText):
             raise ValueError("fork / score_suffixes on a bidirectional-prompt model are not implemented "
                              "(the shared prefill is causal); use a single-sequence strategy")
         if self._prefix is None or self._prefix[0] != key:
-            cache = self._cache_cls(config=self.model.config)
+            cache = self.new_cache()
             ids = torch.as_tensor(key, dtype=torch.long, device=self.device).reshape(1, -1)
             with torch.inference_mode():
                 out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
@@ -352,11 +409,17 @@ class HFEngine(TokenizerText):
             fork.select(rows)
         return fork
 
-def tree_mask_4d(tree: torch.Tensor, past: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """[n, n] (or [n, past + n]) bool ancestor matrix -> additive mask [1, 1, n, past + n]."""
+def tree_allowed(tree: torch.Tensor, past: int) -> torch.Tensor:
+    """[n, n] (or [n, past + n]) bool ancestor matrix -> bool [n, past + n] over cached + new slots."""
     tree = torch.as_tensor(tree, dtype=torch.bool).cpu()
     n = tree.shape[0]
-    allowed = tree if tree.shape[1] == past + n else torch.cat([torch.ones(n, past, dtype=torch.bool), tree], dim=1)
+    return tree if tree.shape[1] == past + n else torch.cat([torch.ones(n, past, dtype=torch.bool), tree], dim=1)
+
+
+def tree_mask_4d(tree: torch.Tensor, past: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """[n, n] (or [n, past + n]) bool ancestor matrix -> additive mask [1, 1, n, past + n]."""
+    allowed = tree_allowed(tree, past)
+    n = allowed.shape[0]
     mask = torch.zeros(n, past + n, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask.to(device).reshape(1, 1, n, past + n)
@@ -383,7 +446,8 @@ class Fork:
         if B == 0:
             raise ValueError("fork needs at least one row")
         M = max(len(s) for s in suffixes)
-        self.cache = engine._cache_cls(config=engine.model.config)
+        self.cache = engine.new_cache()
+        self.slot_pos = torch.arange(P).expand(B, P)  # position of each cached slot, per row (sliding windows)
         for i, layer in enumerate(prompt_cache.layers):
             self.cache.update(layer.keys.expand(B, -1, -1, -1).contiguous(),
                               layer.values.expand(B, -1, -1, -1).contiguous(), i)
@@ -412,12 +476,12 @@ class Fork:
 
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, q_allowed: torch.Tensor) -> torch.Tensor:
         e = self.engine
-        dtype = e.model.dtype
-        mask = torch.zeros(q_allowed.shape, dtype=dtype)
-        mask.masked_fill_(~q_allowed, torch.finfo(dtype).min)
+        kpos = torch.cat([self.slot_pos, pos], dim=1)
+        mask = e._masks(q_allowed, pos, kpos)
+        self.slot_pos = kpos
         with torch.inference_mode():
             out = e.model(input_ids=ids.to(e.device), cache=self.cache, use_cache=True,
-                          position_ids=pos.to(e.device), attention_mask=mask[:, None].to(e.device))
+                          position_ids=pos.to(e.device), attention_mask=mask)
         e.forwards += 1
         return out.logits.float().cpu()
 
@@ -488,3 +552,4 @@ class Fork:
         idx = torch.as_tensor(list(rows), dtype=torch.long)
         self.cache.batch_select_indices(idx.to(self.engine.device))
         self.allowed, self.next_pos, self.logits = self.allowed[idx], self.next_pos[idx], self.logits[idx]
+        self.slot_pos = self.slot_pos[idx]
