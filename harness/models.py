@@ -24,6 +24,7 @@ from harness.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
 KINDS = ("autoregressive", "diffusion")
+ENGINES = ("hf", "static")
 
 
 def cache_root() -> Path:
@@ -127,6 +128,9 @@ class ModelSpec:
     layout: str = "auto"  # diffusion checkpoints: auto | llada | dream | hf (see harness/engines/diffusion.py)
     sliding_window: bool = False  # the model has sliding-window layers (known before conversion: no early exit)
     bidirectional_prompt: bool = False  # the prompt's prefill attends both ways (Huang et al.'s bi-attention variant)
+    engine: str = "hf"  # hf (transformers forward + DynamicCache) | static (preallocated KV, our own forward)
+    max_len: int = 4096  # engine=static: KV slots preallocated per layer (prompt + generation + drafts)
+    compile: bool = False  # engine=static: torch.compile the decoder stack (first calls pay the compilation)
 
     def __post_init__(self):
         if isinstance(self.pack, dict) or (self.pack is not None and not isinstance(self.pack, Pack)):
@@ -142,6 +146,12 @@ class ModelSpec:
             raise ConfigError(f"model '{self.name}': kind '{self.kind}' is not one of {', '.join(KINDS)}")
         if self.layout not in ("auto", "llada", "dream", "hf"):
             raise ConfigError(f"model '{self.name}': layout '{self.layout}' is not one of auto, llada, dream, hf")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"model '{self.name}': engine '{self.engine}' is not one of {', '.join(ENGINES)}")
+        if self.engine != "hf" and self.kind != "autoregressive":
+            raise ConfigError(f"model '{self.name}': engine={self.engine} is for autoregressive models")
+        if self.engine == "static" and int(self.max_len) < 1:
+            raise ConfigError(f"model '{self.name}': max_len must be a positive number of KV slots")
         if self.kind == "diffusion" and self.pack:
             raise ConfigError(f"model '{self.name}': the offline packs hold autoregressive models, not diffusion LMs")
 
@@ -152,6 +162,8 @@ class ModelSpec:
                "truncate_layers": self.truncate_layers, "kind": self.kind}
         if self.pack:
             out["sha256"] = self.pack.sha256
+        if self.engine != "hf":
+            out["engine"] = self.engine + ("+compile" if self.compile else "")
         return out
 
     def identity(self) -> str:
@@ -206,6 +218,19 @@ class ModelSpec:
             return AutoConfig.from_pretrained(self.hub_id, revision=self.revision)
         except Exception:  # unknown before loading: the engine's own check stays
             return None
+
+    def check_engine(self) -> None:
+        """engine=static on a layout it does not drive: one line, before any weight loads."""
+        if self.engine != "static":
+            return
+        from harness.engines.hf import EARLY_EXIT_ARCHS
+
+        cfg = self.static_config()
+        types = getattr(cfg, "layer_types", None) or []
+        if self.sliding_window or (cfg is not None and (getattr(cfg, "model_type", "") not in EARLY_EXIT_ARCHS
+                                                        or any(t != "full_attention" for t in types))):
+            raise ConfigError(f"model '{self.name}': engine=static drives {' / '.join(EARLY_EXIT_ARCHS)} layouts "
+                              f"with full attention only; use engine=hf")
 
     def expected_capabilities(self) -> frozenset | None:
         """The capabilities the engine will declare (see HFEngine), from the config alone; None
@@ -285,7 +310,13 @@ class ModelSpec:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model = model.to(device).eval()
-        eng = HFEngine(model, tok, name=self.name, dtype=self.dtype)
+        if self.engine == "static":
+            from harness.engines.static import StaticEngine
+
+            eng = StaticEngine(model, tok, name=self.name, dtype=self.dtype, max_len=self.max_len,
+                               compile=self.compile)
+        else:
+            eng = HFEngine(model, tok, name=self.name, dtype=self.dtype)
         eng.bidirectional_prompt = bool(self.bidirectional_prompt)
         return eng
 

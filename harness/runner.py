@@ -32,6 +32,11 @@ NON_SEMANTIC = ("task.limit", "run.progress", "run.results_dir", "run.name", "ru
 def config_hash(cfg: DictConfig) -> str:
     c = OmegaConf.to_container(cfg, resolve=True)
     c.pop("hydra", None)
+    # the default engine's settings do not count: configs from before `engine` existed keep their hash
+    for node in (c.get("model"), (c.get("strategy") or {}).get("draft") if isinstance(c.get("strategy"), dict) else None):
+        if isinstance(node, dict) and node.get("engine", "hf") == "hf":
+            for key in ("engine", "max_len", "compile"):
+                node.pop(key, None)
     for dotted in NON_SEMANTIC:
         node = c
         *path, leaf = dotted.split(".")
@@ -153,6 +158,7 @@ def check_static(strategy, model_spec) -> None:
         if spec is None:
             continue
         spec.check_device()
+        spec.check_engine()
         caps = spec.expected_capabilities()
         missing = set(strategy.needs) - set(caps) if caps is not None else set()
         if missing:

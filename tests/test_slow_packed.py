@@ -110,3 +110,64 @@ def test_qwen_pair_fp32_method_equals_greedy(name, qwen_pair, qwen_greedy):
         assert tr.tokens == ref, f"{name} diverged from greedy"
         drafted, accepted = drafted + tr.drafted + tr.tree_nodes, accepted + tr.accepted
     assert drafted > 0 and accepted > 0
+
+
+# --------------------------------------------------------------------------- Gemma-3-270M (sliding windows, #17 item 7)
+GEMMA_TOK = 40
+
+
+@pytest.fixture(scope="module")
+def gemma_pair():
+    """Gemma-3-270M fp32 (window 512) and its first 6 layers as a self-draft (needs `make packs-gemma`)."""
+    return spec("gemma3_270m").load(), spec("gemma3_270m", truncate_layers=6).load()
+
+
+@pytest.fixture(scope="module")
+def gemma_prompts(gemma_pair):
+    """Two prompts longer than the window: 8-shot GSM8K train exemplars before a test question,
+    so every verification, tree and rollback happens with positions past 512."""
+    from tasks.gsm8k import GSM8K
+
+    g = gemma_pair[0]
+    task = GSM8K(limit=2, prompting={"num_fewshot": 8})
+    prompts = [task.prompt_ids(g, e)[0] for e in task.load()]
+    assert all(len(p) > g.window for p in prompts), [len(p) for p in prompts]
+    return prompts
+
+
+@pytest.fixture(scope="module")
+def gemma_greedy(gemma_pair, gemma_prompts):
+    return [Greedy().generate(gemma_pair[0], p, GEMMA_TOK, torch.Generator()).tokens for p in gemma_prompts]
+
+
+def test_gemma_greedy_equals_transformers_generate_past_the_window(gemma_pair, gemma_prompts, gemma_greedy):
+    g = gemma_pair[0]
+    for p, ours in zip(gemma_prompts, gemma_greedy):
+        with torch.inference_mode():
+            theirs = g.model.generate(torch.tensor([p]), max_new_tokens=GEMMA_TOK, do_sample=False)[0, len(p):]
+        assert ours == theirs.tolist()[:len(ours)]
+
+
+def gemma_cases():
+    from tests.test_lossless import lossless_cases, load_strategy
+
+    return sorted({n for n, _, _ in lossless_cases() if n != "greedy" and "early_exit" not in load_strategy(n).needs})
+
+
+@pytest.mark.parametrize("name", gemma_cases())
+def test_gemma_lossless_method_equals_greedy(name, gemma_pair, gemma_prompts, gemma_greedy):
+    """Every lossless strategy that needs no early exit, from its YAML at T = 0 (draft methods with
+    the 6-layer self-draft): token-identical to greedy on Gemma-3-270M fp32, past the window."""
+    from tests.test_lossless import load_strategy
+
+    g, draft = gemma_pair
+    s = load_strategy(name, ["strategy.sampling.temperature=0"])
+    if hasattr(s, "step_model"):
+        s.step_model = {"target_a": 1.0, "target_b": 0.02, "draft_token_s": 0.3}
+    drafted = accepted = 0
+    for p, ref in zip(gemma_prompts, gemma_greedy):
+        tr = s.generate(g, p, GEMMA_TOK, torch.Generator().manual_seed(0), draft=draft if s.draft is not None else None)
+        assert tr.tokens == ref, f"{name} diverged from greedy on Gemma-3-270M"
+        drafted, accepted = drafted + tr.drafted + tr.tree_nodes, accepted + tr.accepted
+    if name != "lud":  # LUD drafts only where a LUD-fine-tuned model is confident
+        assert drafted > 0 and accepted > 0

@@ -1,0 +1,245 @@
+"""A static-cache engine: preallocated, position-addressed KV buffers and a forward of our own.
+
+`model.engine=static` (llama / qwen2 layouts, full attention). Same protocol and the same weights
+as `HFEngine`; what differs is the single-sequence path every strategy runs on:
+
+- KV lives in one preallocated buffer per layer, [1, kv_heads, max_len, head_dim]; a forward
+  writes its n new keys and values into slots length .. length + n - 1 in place (no concatenation,
+  no reallocation). `rollback(n)` only moves the length back (the slots are overwritten later),
+  `keep()` copies the kept tree slots down in place.
+- The decoder is driven directly, layer by layer, with the model's own weight tensors (F.linear,
+  an inline RMSNorm computed as transformers does, the model's rotary module for cos / sin, and
+  PyTorch's SDPA over the first length + n slots): no mask builder, no cache objects, no output
+  dataclasses, no module hooks on the hot path.
+- `compile: true` wraps the per-layer stack in `torch.compile(dynamic=True)`; the first calls pay
+  the compilation (reported by benchmarks/bench_engines.py, never hidden in a row).
+
+The batched paths (fork, score_suffixes, last_logits_batch, hidden_batch) are HFEngine's: they
+run transformers' forward on their own throwaway caches and never touch these buffers.
+tests/test_static_engine.py checks logits, hidden states, trees, keeps, rollbacks and early exit
+against HFEngine, and every lossless strategy token-identical to greedy on this engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from harness.engines.hf import EARLY_EXIT_ARCHS, HFEngine, tree_allowed
+
+
+class _Slots:
+    """The preallocated buffers of one layer (named like a transformers cache layer, so memory
+    accounting that reads `cache.layers[i].keys / .values` sees the whole preallocation)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        self.keys, self.values = keys, values
+
+
+class _StaticKV:
+    def __init__(self, layers: list[_Slots]):
+        self.layers = layers
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """transformers' Llama / Qwen2 RMSNorm, op for op (float32 statistics, cast, then the weight)."""
+    dtype = x.dtype
+    x32 = x.to(torch.float32)
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(dtype)
+
+
+class StaticEngine(HFEngine):
+    """HFEngine's protocol over preallocated, position-addressed KV buffers (see the module doc)."""
+
+    def __init__(self, model, tokenizer, name: str, dtype: str, max_len: int = 4096, compile: bool = False):
+        cfg = model.config
+        if getattr(cfg, "model_type", "") not in EARLY_EXIT_ARCHS or \
+                any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+            raise ValueError(f"model '{name}': engine=static drives {', '.join(EARLY_EXIT_ARCHS)} layouts with full "
+                             f"attention only (this is {getattr(cfg, 'model_type', '?')}); use engine=hf")
+        if int(max_len) < 1:
+            raise ValueError(f"model '{name}': max_len must be >= 1, got {max_len}")
+        self.max_len = int(max_len)
+        self.compiled = bool(compile)
+        self._kv = None
+        super().__init__(model, tokenizer, name, dtype)
+        base = model.model
+        self.n_heads = int(cfg.num_attention_heads)
+        self.n_kv = int(getattr(cfg, "num_key_value_heads", None) or self.n_heads)
+        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads)
+        self.eps = float(cfg.rms_norm_eps)
+        self.scaling = self.head_dim ** -0.5
+        self._w = []
+        for layer in base.layers:
+            a, m = layer.self_attn, layer.mlp
+            self._w.append((layer.input_layernorm.weight, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight,
+                            a.k_proj.bias, a.v_proj.weight, a.v_proj.bias, a.o_proj.weight, a.o_proj.bias,
+                            layer.post_attention_layernorm.weight, m.gate_proj.weight, m.gate_proj.bias,
+                            m.up_proj.weight, m.up_proj.bias, m.down_proj.weight, m.down_proj.bias))
+        act = getattr(cfg, "hidden_act", "silu")
+        if act not in ("silu", "swish"):
+            raise ValueError(f"model '{name}': engine=static implements the silu MLP, not {act}")
+        self._layers_fn = torch.compile(self._layers, dynamic=True) if self.compiled else self._layers
+
+    # ------------------------------------------------------------------ state
+    def new_kv(self) -> _StaticKV:
+        cfg = self.model.config
+        n_kv = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
+        hd = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        shape = (1, n_kv, self.max_len, hd)
+        kw = dict(dtype=self.model.dtype, device=self.device)
+        return _StaticKV([_Slots(torch.zeros(shape, **kw), torch.zeros(shape, **kw))
+                          for _ in range(int(cfg.num_hidden_layers))])
+
+    def reset(self) -> None:
+        if self._kv is None:
+            self._kv = self.new_kv()
+        self.cache = self._kv  # memory accounting reads engine.cache.layers
+        self._len = [0] * int(self.model.config.num_hidden_layers)
+        self.hidden = {}
+        self._prefix = None
+
+    @property
+    def length(self) -> int:
+        return self._len[0]
+
+    def rollback(self, n: int) -> None:
+        if n < 0 or n > self.length:
+            raise ValueError(f"rollback({n}) with {self.length} cached positions")
+        self._len = [max(0, x - n) for x in self._len]
+
+    def keep(self, indices: Sequence[int], n: int) -> None:
+        base = self.length - n
+        idx = torch.as_tensor(list(indices), dtype=torch.long, device=self.device) + base
+        m = len(idx)
+        for s in self._kv.layers:
+            s.keys[:, :, base:base + m] = s.keys.index_select(2, idx)
+            s.values[:, :, base:base + m] = s.values.index_select(2, idx)
+        self._len = [base + m] * len(self._len)
+
+    def layer_length(self, layer: int) -> int:
+        return self._len[layer]
+
+    def crop_to(self, length: int) -> None:
+        self._len = [min(x, length) for x in self._len]
+
+    # ------------------------------------------------------------------ compute
+    def _layers(self, h, cos, sin, mask, start: int, stop: int, past: int, want: tuple):
+        """Decoder layers [start, stop) on h [1, n, d]; writes KV at slots past .. past + n - 1.
+        Returns the output and the hidden states after the layers listed in `want`."""
+        n = h.shape[1]
+        H, K, D = self.n_heads, self.n_kv, self.head_dim
+        kept = {}
+        for i in range(start, stop):
+            ln1, wq, bq, wk, bk, wv, bv, wo, bo, ln2, wg, bg, wu, bu, wd, bd = self._w[i]
+            x = _rms(h, ln1, self.eps)
+            q = F.linear(x, wq, bq).view(1, n, H, D).transpose(1, 2)
+            k = F.linear(x, wk, bk).view(1, n, K, D).transpose(1, 2)
+            v = F.linear(x, wv, bv).view(1, n, K, D).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            slots = self._kv.layers[i]
+            slots.keys[:, :, past:past + n] = k
+            slots.values[:, :, past:past + n] = v
+            keys, values = slots.keys[:, :, :past + n], slots.values[:, :, :past + n]
+            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling,
+                                               enable_gqa=K != H)
+            h = h + F.linear(o.transpose(1, 2).reshape(1, n, H * D), wo, bo)
+            x = _rms(h, ln2, self.eps)
+            h = h + F.linear(F.silu(F.linear(x, wg, bg)) * F.linear(x, wu, bu), wd, bd)
+            if i + 1 in want:
+                kept[i + 1] = h
+        return h, kept
+
+    def _run(self, h, start: int, stop: int, positions: torch.Tensor, allowed: torch.Tensor | None,
+             want: tuple = ()):
+        """Shared by forward and forward_layers: positions [n] (CPU), allowed bool [n, past + n]
+        or None (a chain: causal over the new slots, everything cached before)."""
+        n = h.shape[1]
+        past = self._len[start]
+        if past + n > self.max_len:
+            raise ValueError(f"model '{self.name}': {past + n} positions exceed the static engine's max_len "
+                             f"{self.max_len} (set model.max_len)")
+        pos = positions.to(self.device).reshape(1, -1)
+        cos, sin = self.model.model.rotary_emb(h, position_ids=pos)
+        cos, sin = cos[:, None].to(h.dtype), sin[:, None].to(h.dtype)
+        if allowed is None and n > 1:
+            allowed = torch.ones(n, past + n, dtype=torch.bool)
+            allowed[:, past:] = torch.tril(allowed[:, past:])
+        mask = None if allowed is None else allowed.to(self.device).reshape(1, 1, n, past + n)
+        self._timing._enter(None, None)
+        try:
+            out, kept = self._layers_fn(h, cos, sin, mask, start, stop, past, tuple(want))
+        finally:
+            self._timing._leave(None, None, None)
+        for i in range(start, stop):
+            self._len[i] = past + n
+        return out, kept
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        self._timing._enter(None, None)
+        try:
+            return F.linear(_rms(h, self.model.model.norm.weight, self.eps), self.model.lm_head.weight).float().cpu()
+        finally:
+            self._timing._leave(None, None, None)
+
+    @torch.inference_mode()
+    def forward(self, ids: Sequence[int] | torch.Tensor | None = None, *, tree: torch.Tensor | None = None,
+                depths: torch.Tensor | None = None, hidden_layers: Sequence[int] = (),
+                last_only: bool = False, embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """As HFEngine.forward (same arguments, same float32 CPU logits)."""
+        if any(self._len[i] != self._len[0] for i in range(1, len(self._len))):
+            raise ValueError("layers hold different cached lengths (call crop_to after forward_layers)")
+        if embeds is not None:
+            h = embeds.reshape(1, -1, embeds.shape[-1]).to(self.device, self.model.dtype)
+        else:
+            h = self.model.model.embed_tokens(torch.as_tensor(ids, dtype=torch.long, device=self.device).reshape(1, -1))
+        n, past = h.shape[1], self.length
+        if self.bidirectional_prompt and past == 0 and n > 1 and tree is None and depths is None:
+            tree = torch.ones(n, n, dtype=torch.bool)
+        d = torch.arange(n) if depths is None else torch.as_tensor(depths).reshape(-1).cpu()
+        allowed = tree_allowed(tree, past) if tree is not None else None
+        L = self.num_layers
+        want = tuple(i for i in hidden_layers if 0 < i < L)
+        out, kept = self._run(h, 0, L, past + d, allowed, want)
+        self.forwards += 1
+        self.tokens_fed += n
+        if hidden_layers:
+            final = None
+            self.hidden = {}
+            for i in hidden_layers:
+                if i == 0:
+                    self.hidden[i] = h[0]
+                elif i == L:
+                    final = _rms(out, self.model.model.norm.weight, self.eps) if final is None else final
+                    self.hidden[i] = final[0]
+                else:
+                    self.hidden[i] = kept[i][0]
+        logits = self._logits(out[:, -1:] if last_only else out)[0]
+        return logits[-1] if last_only else logits
+
+    @torch.inference_mode()
+    def forward_layers(self, x, start: int, stop: int, *, logits: bool = True, last_only: bool = False):
+        """As HFEngine.forward_layers: layers [start, stop) only, their own slot counts."""
+        if not 0 <= start < stop <= self.num_layers:
+            raise ValueError(f"layer range [{start}, {stop}) outside 0..{self.num_layers}")
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            h = x.reshape(1, -1, x.shape[-1]).to(self.device, self.model.dtype)
+        else:
+            if start != 0:
+                raise ValueError("token ids enter at layer 0; pass a hidden state to start deeper")
+            h = self.model.model.embed_tokens(torch.as_tensor(x, dtype=torch.long, device=self.device).reshape(1, -1))
+        past = self._len[start]
+        if any(self._len[i] != past for i in range(start + 1, stop)):
+            raise ValueError(f"layers {start}..{stop - 1} hold different cached lengths")
+        out, _ = self._run(h, start, stop, past + torch.arange(h.shape[1]), None)
+        out = out[0]
+        return out, (self.head(out[-1] if last_only else out) if logits else None)
