@@ -31,6 +31,12 @@ them alike. Columns, per method over all prompts and repeats:
                  everything else (sampling, verification, cache bookkeeping, Python): where a
                  method's time goes (hooks on the two modules); draft fw = draft forwards
 
+Engines: a method name ending in `@static` (e.g. `greedy@static`, `pld[k=8]@static`) runs our
+strategy on `engine=static` (harness/engines/static.py: preallocated KV, our own forward) built
+over the SAME weight tensors as the default engine; `--compile` compiles its decoder stack (the
+warm-up then includes the compilation, printed as "compile s"). Its target forwards and seconds
+come from the engine's own counters (it calls no transformers module the hooks could see).
+
 Run:  python benchmarks/bench_decoding.py [--model smollm2_135m] [--prompts 6] [--max-new-tokens 128]
 
 On a CPU shared with other tenants, --threads 2 can be slowed many-fold by thread-pool contention
@@ -62,8 +68,9 @@ METHODS = ["greedy", "hf-greedy", "speculative", "hf-assisted", "pld", "hf-pld"]
 
 
 def split_variant(method: str) -> tuple[str, list[str]]:
-    """'token_recycling[template=cpu32;reset=never]' -> ('token_recycling', ['strategy.template=cpu32', ...])."""
-    m = re.fullmatch(r"([\w-]+)(?:\[(.*)\])?", method)
+    """'token_recycling[template=cpu32;reset=never]' -> ('token_recycling', ['strategy.template=cpu32', ...]);
+    an '@static' suffix (the engine) is ignored here."""
+    m = re.fullmatch(r"([\w-]+)(?:\[(.*)\])?(?:@static)?", method)
     if not m:
         raise ValueError(f"bad method spec {method!r}; expected name or name[key=value;key=value]")
     return m.group(1), [f"strategy.{kv.strip()}" for kv in (m.group(2) or "").split(";") if kv.strip()]
@@ -154,7 +161,15 @@ class ForwardCounter:
         self.seconds += time.perf_counter() - self._t0
 
 
-def make_runners(args, target, draft):
+def static_twin(engine, compile_: bool, max_len: int):
+    """engine=static over the same weight tensors as `engine` (no copy)."""
+    from harness.engines.static import StaticEngine
+
+    return StaticEngine(engine.model, engine.tokenizer, engine.name + "@static", engine.dtype, max_len=max_len,
+                        compile=compile_)
+
+
+def make_runners(args, target, draft, statics=None):
     """method name -> fn(prompt_ids, max_new) returning the new token ids."""
     from transformers import DynamicCache
 
@@ -162,12 +177,14 @@ def make_runners(args, target, draft):
     model, eos = target.model, sorted(target.eos_ids)
     ours = {}
     for name in (m for m in args.methods if m not in HF_METHODS):
-        strategy = load_strategy(name, args.model)
-        if name == "speculative":
+        base = split_variant(name)[0]
+        strategy = load_strategy(name.removesuffix("@static"), args.model)
+        if base == "speculative" and "[" not in name:
             strategy.k = args.k_spec
-        if name == "pld":
+        if base == "pld" and "[" not in name:
             strategy.k, strategy.max_ngram = args.k_pld, args.pld_ngram
-        ours[name] = (strategy, draft if strategy.draft is not None else None)
+        t, d = (statics if name.endswith("@static") else (target, draft))
+        ours[name] = (t, strategy, d if strategy.draft is not None else None)
     if draft is not None:
         # transformers reads the draft length from the ASSISTANT's generation_config; "constant" keeps
         # it fixed and threshold 0 disables the confidence early stop (default 0.4, adaptive).
@@ -181,8 +198,8 @@ def make_runners(args, target, draft):
              "hf-pld": {"prompt_lookup_num_tokens": args.k_pld, "max_matching_ngram_size": args.pld_ngram}}
 
     def run_ours(name):
-        strategy, d = ours[name]
-        return lambda ids, n: strategy.generate(target, ids, n, rng, draft=d).tokens
+        t, strategy, d = ours[name]
+        return lambda ids, n: strategy.generate(t, ids, n, rng, draft=d).tokens
 
     def run_hf(name):
         def go(ids, n):
@@ -220,6 +237,8 @@ def main(argv=None):
     ap.add_argument("--tie-gap", type=float, default=0.3,
                     help="tie-consistent: every token within this many nats of the target's best (teacher-forced)")
     ap.add_argument("--json", default=None, metavar="OUT", help="write the numbers to this file")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the @static engines' decoder stacks")
+    ap.add_argument("--max-len", type=int, default=4096, help="KV slots of the @static engines")
     args = ap.parse_args(argv)
     args.methods = split_methods(args.methods)
     if bad := [m for m in args.methods if split_variant(m)[0] not in OURS + HF_METHODS]:
@@ -230,7 +249,7 @@ def main(argv=None):
     print(info, flush=True)
     target = load_engine(args.model, args.dtype)
     draft = None
-    if "hf-assisted" in args.methods or any(load_strategy(m, args.model).draft is not None
+    if "hf-assisted" in args.methods or any(load_strategy(m.removesuffix("@static"), args.model).draft is not None
                                              for m in args.methods if m not in HF_METHODS):
         draft = load_engine(args.draft, args.dtype) if args.draft else \
             load_engine(args.model, args.dtype, truncate_layers=args.draft_layers)
@@ -239,13 +258,30 @@ def main(argv=None):
           f"k_spec={args.k_spec} k_pld={args.k_pld} pld_ngram={args.pld_ngram} "
           f"max_new_tokens={args.max_new_tokens} repeats={args.repeats}", flush=True)
     prompts = build_prompts(target, args.prompts)
-    runners = make_runners(args, target, draft)
+    statics = None
+    if any(m.endswith("@static") for m in args.methods):
+        statics = (static_twin(target, args.compile, args.max_len),
+                   static_twin(draft, args.compile, args.max_len) if draft is not None else None)
+    runners = make_runners(args, target, draft, statics)
     counter = ForwardCounter(target.model)
     dcounter = ForwardCounter(draft.model) if draft is not None else None
 
+    def counts(m):
+        """(target forwards, target s, draft forwards, draft s) so far, for method m's engines."""
+        if m.endswith("@static"):
+            st, sd = statics
+            return st.forwards, st.model_s, (sd.forwards if sd else 0), (sd.model_s if sd else 0.0)
+        return counter.n, counter.seconds, (dcounter.n if dcounter else 0), (dcounter.seconds if dcounter else 0.0)
+
+    compile_s = {}
     with torch.inference_mode():
-        for m in args.methods:  # warm-up: one short generation each
+        for m in args.methods:  # warm-up: one short generation each (includes any compilation)
+            t0 = time.perf_counter()
             runners[m](prompts[0][1], 4)
+            compile_s[m] = time.perf_counter() - t0
+        if args.compile:
+            print("warm-up s (compilation included for @static): " +
+                  ", ".join(f"{m} {s:.1f}" for m, s in compile_s.items()), flush=True)
         tot = {m: {"tokens": 0, "seconds": 0.0, "forwards": 0, "identical": 0, "tie_consistent": 0, "runs": 0,
                    "target_s": 0.0, "draft_s": 0.0, "draft_forwards": 0} for m in args.methods}
         tie_bad = []
@@ -254,16 +290,16 @@ def main(argv=None):
             rows = []
             for rep in range(args.repeats):
                 for m in args.methods:
-                    f0, s0 = counter.n, counter.seconds
-                    d0, ds0 = (dcounter.n, dcounter.seconds) if dcounter else (0, 0.0)
+                    f0, s0, d0, ds0 = counts(m)
                     t0 = time.perf_counter()
                     toks = runners[m](ids, args.max_new_tokens)
-                    dt, fw = time.perf_counter() - t0, counter.n - f0
+                    dt = time.perf_counter() - t0
+                    f1, s1, d1, ds1 = counts(m)
+                    fw = f1 - f0
                     t = tot[m]
-                    t["target_s"] += counter.seconds - s0
-                    if dcounter:
-                        t["draft_s"] += dcounter.seconds - ds0
-                        t["draft_forwards"] += dcounter.n - d0
+                    t["target_s"] += s1 - s0
+                    t["draft_s"] += ds1 - ds0
+                    t["draft_forwards"] += d1 - d0
                     t["tokens"], t["seconds"], t["forwards"], t["runs"] = (
                         t["tokens"] + len(toks), t["seconds"] + dt, t["forwards"] + fw, t["runs"] + 1)
                     tc = tie_check(target, ids, toks, args.tie_gap)  # outside the timing
@@ -313,7 +349,7 @@ def main(argv=None):
         print("  " + line)
 
     if args.json:
-        out = {"machine": info, "args": vars(args), "totals": {m: {**t, "tok_per_s": tps[m]} for m, t in tot.items()},
+        out = {"machine": info, "args": vars(args), "warmup_s": compile_s, "totals": {m: {**t, "tok_per_s": tps[m]} for m, t in tot.items()},
                "mismatches": mismatches, "not_tie_consistent": tie_bad, "runs": per_prompt}
         Path(args.json).write_text(json.dumps(out, indent=1))
         print(f"wrote {args.json}")
