@@ -33,9 +33,10 @@ them alike. Columns, per method over all prompts and repeats:
 
 Engines: a method name ending in `@static` (e.g. `greedy@static`, `pld[k=8]@static`) runs our
 strategy on `engine=static` (harness/engines/static.py: preallocated KV, our own forward) built
-over the SAME weight tensors as the default engine; `--compile` compiles its decoder stack (the
-warm-up then includes the compilation, printed as "compile s"). Its target forwards and seconds
-come from the engine's own counters (it calls no transformers module the hooks could see).
+over the SAME weight tensors as the default engine; `@compiled` runs it on a second static engine
+whose decoder stack is torch.compiled (the warm-up includes the compilation; its seconds are
+printed as "warm-up s" and stored in the JSON). Target forwards and seconds of both come from the
+engines' own counters (they call no transformers module the hooks could see).
 
 Run:  python benchmarks/bench_decoding.py [--model smollm2_135m] [--prompts 6] [--max-new-tokens 128]
 
@@ -69,8 +70,8 @@ METHODS = ["greedy", "hf-greedy", "speculative", "hf-assisted", "pld", "hf-pld"]
 
 def split_variant(method: str) -> tuple[str, list[str]]:
     """'token_recycling[template=cpu32;reset=never]' -> ('token_recycling', ['strategy.template=cpu32', ...]);
-    an '@static' suffix (the engine) is ignored here."""
-    m = re.fullmatch(r"([\w-]+)(?:\[(.*)\])?(?:@static)?", method)
+    an '@static' / '@compiled' suffix (the engine) is ignored here."""
+    m = re.fullmatch(r"([\w-]+)(?:\[(.*)\])?(?:@static|@compiled)?", method)
     if not m:
         raise ValueError(f"bad method spec {method!r}; expected name or name[key=value;key=value]")
     return m.group(1), [f"strategy.{kv.strip()}" for kv in (m.group(2) or "").split(";") if kv.strip()]
@@ -161,6 +162,14 @@ class ForwardCounter:
         self.seconds += time.perf_counter() - self._t0
 
 
+def engine_of(method: str) -> str | None:
+    return next((e for e in ("static", "compiled") if method.endswith("@" + e)), None)
+
+
+def strip_engine(method: str) -> str:
+    return method.removesuffix("@static").removesuffix("@compiled")
+
+
 def static_twin(engine, compile_: bool, max_len: int):
     """engine=static over the same weight tensors as `engine` (no copy)."""
     from harness.engines.static import StaticEngine
@@ -178,12 +187,12 @@ def make_runners(args, target, draft, statics=None):
     ours = {}
     for name in (m for m in args.methods if m not in HF_METHODS):
         base = split_variant(name)[0]
-        strategy = load_strategy(name.removesuffix("@static"), args.model)
+        strategy = load_strategy(strip_engine(name), args.model)
         if base == "speculative" and "[" not in name:
             strategy.k = args.k_spec
         if base == "pld" and "[" not in name:
             strategy.k, strategy.max_ngram = args.k_pld, args.pld_ngram
-        t, d = (statics if name.endswith("@static") else (target, draft))
+        t, d = statics[engine_of(name)] if engine_of(name) else (target, draft)
         ours[name] = (t, strategy, d if strategy.draft is not None else None)
     if draft is not None:
         # transformers reads the draft length from the ASSISTANT's generation_config; "constant" keeps
@@ -237,8 +246,7 @@ def main(argv=None):
     ap.add_argument("--tie-gap", type=float, default=0.3,
                     help="tie-consistent: every token within this many nats of the target's best (teacher-forced)")
     ap.add_argument("--json", default=None, metavar="OUT", help="write the numbers to this file")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the @static engines' decoder stacks")
-    ap.add_argument("--max-len", type=int, default=4096, help="KV slots of the @static engines")
+    ap.add_argument("--max-len", type=int, default=4096, help="KV slots of the @static / @compiled engines")
     args = ap.parse_args(argv)
     args.methods = split_methods(args.methods)
     if bad := [m for m in args.methods if split_variant(m)[0] not in OURS + HF_METHODS]:
@@ -249,7 +257,7 @@ def main(argv=None):
     print(info, flush=True)
     target = load_engine(args.model, args.dtype)
     draft = None
-    if "hf-assisted" in args.methods or any(load_strategy(m.removesuffix("@static"), args.model).draft is not None
+    if "hf-assisted" in args.methods or any(load_strategy(strip_engine(m), args.model).draft is not None
                                              for m in args.methods if m not in HF_METHODS):
         draft = load_engine(args.draft, args.dtype) if args.draft else \
             load_engine(args.model, args.dtype, truncate_layers=args.draft_layers)
@@ -258,18 +266,18 @@ def main(argv=None):
           f"k_spec={args.k_spec} k_pld={args.k_pld} pld_ngram={args.pld_ngram} "
           f"max_new_tokens={args.max_new_tokens} repeats={args.repeats}", flush=True)
     prompts = build_prompts(target, args.prompts)
-    statics = None
-    if any(m.endswith("@static") for m in args.methods):
-        statics = (static_twin(target, args.compile, args.max_len),
-                   static_twin(draft, args.compile, args.max_len) if draft is not None else None)
+    statics = {}
+    for kind in {engine_of(m) for m in args.methods} - {None}:
+        statics[kind] = (static_twin(target, kind == "compiled", args.max_len),
+                         static_twin(draft, kind == "compiled", args.max_len) if draft is not None else None)
     runners = make_runners(args, target, draft, statics)
     counter = ForwardCounter(target.model)
     dcounter = ForwardCounter(draft.model) if draft is not None else None
 
     def counts(m):
         """(target forwards, target s, draft forwards, draft s) so far, for method m's engines."""
-        if m.endswith("@static"):
-            st, sd = statics
+        if engine_of(m):
+            st, sd = statics[engine_of(m)]
             return st.forwards, st.model_s, (sd.forwards if sd else 0), (sd.model_s if sd else 0.0)
         return counter.n, counter.seconds, (dcounter.n if dcounter else 0), (dcounter.seconds if dcounter else 0.0)
 
@@ -279,8 +287,8 @@ def main(argv=None):
             t0 = time.perf_counter()
             runners[m](prompts[0][1], 4)
             compile_s[m] = time.perf_counter() - t0
-        if args.compile:
-            print("warm-up s (compilation included for @static): " +
+        if "compiled" in statics:
+            print("warm-up s (compilation included for @compiled): " +
                   ", ".join(f"{m} {s:.1f}" for m, s in compile_s.items()), flush=True)
         tot = {m: {"tokens": 0, "seconds": 0.0, "forwards": 0, "identical": 0, "tie_consistent": 0, "runs": 0,
                    "target_s": 0.0, "draft_s": 0.0, "draft_forwards": 0} for m in args.methods}

@@ -104,9 +104,29 @@ def test_early_exit(engines):
 
 
 def test_fork_and_batches_on_the_static_engine(engines):
+    """StaticFork (own buffers, grown past their first capacity) == HFEngine's Fork through
+    step / feed / drop_last / select with repeated rows; score_suffixes and batches too."""
     a, b = engines
-    fa, fb = a.fork([1, 2, 3, 4], [[5], [6, 7]]), b.fork([1, 2, 3, 4], [[5], [6, 7]])
-    assert torch.allclose(fa.step([8, 9]), fb.step([8, 9]), **TOL)
+    assert type(b.fork([1, 2], [[3]])).__name__ == "StaticFork"
+    prompt = list(range(60, 70))
+    sfx = [[5], [6, 7, 8], [], [6, 7, 8]]
+    fa, fb = a.fork(prompt, sfx), b.fork(prompt, sfx)
+    assert torch.allclose(fa.logits, fb.logits, **TOL)
+    for t in range(300):  # past the fork's first capacity (P + 256 slots): the buffers grow
+        toks = [(t * 7 + r) % 250 for r in range(fa.rows)]
+        assert torch.allclose(fa.step(toks), fb.step(toks), **TOL), f"step {t}"
+        if t == 5:
+            for f in (fa, fb):
+                f.drop_last(1, 2)
+                f.select([3, 1, 1, 0])
+        if t == 9:
+            out = [f.feed([[1, 2], [], [3], [4, 5, 6]]) for f in (fa, fb)]
+            assert torch.allclose(out[0], out[1], **TOL) and torch.allclose(fa.logits, fb.logits, **TOL)
+    assert b.forwards > 0
+    sa = a.score_suffixes(prompt, [[1, 2, 3], [4]], extra_ids=[5, 6])
+    sb = b.score_suffixes(prompt, [[1, 2, 3], [4]], extra_ids=[5, 6])
+    for (x1, y1), (x2, y2) in zip(sa, sb):
+        assert torch.allclose(x1, x2, **TOL) and torch.allclose(y1, y2, **TOL)
     assert torch.allclose(a.last_logits_batch([[1, 2], [3]]), b.last_logits_batch([[1, 2], [3]]), **TOL)
 
 

@@ -387,7 +387,7 @@ class HFEngine(TokenizerText):
             chunk = [list(map(int, s)) for s in suffixes[i:i + batch]]
             self._ensure_prefix(prompt_ids)
             key, cache, last = self._prefix
-            f = Fork(self, cache, last, len(key), chunk, keep_all=True)
+            f = self.fork_class(self, cache, last, len(key), chunk, keep_all=True)
             lp_prompt = torch.log_softmax(last, -1)
             M = f.all_logits.shape[1]
             lp = torch.log_softmax(f.all_logits, -1)  # [B, M, V]
@@ -404,7 +404,7 @@ class HFEngine(TokenizerText):
         key = self._ensure_prefix(prompt_ids)
         uniq: dict[tuple, int] = {}
         rows = [uniq.setdefault(tuple(int(t) for t in s), len(uniq)) for s in suffixes]
-        fork = Fork(self, self._prefix[1], self._prefix[2], len(key), [list(u) for u in uniq])
+        fork = self.fork_class(self, self._prefix[1], self._prefix[2], len(key), [list(u) for u in uniq])
         if len(uniq) < len(rows):  # repeated suffixes (N samples of one state) are fed once
             fork.select(rows)
         return fork
@@ -446,11 +446,8 @@ class Fork:
         if B == 0:
             raise ValueError("fork needs at least one row")
         M = max(len(s) for s in suffixes)
-        self.cache = engine.new_cache()
         self.slot_pos = torch.arange(P).expand(B, P)  # position of each cached slot, per row (sliding windows)
-        for i, layer in enumerate(prompt_cache.layers):
-            self.cache.update(layer.keys.expand(B, -1, -1, -1).contiguous(),
-                              layer.values.expand(B, -1, -1, -1).contiguous(), i)
+        self._init_cache(prompt_cache, B, P)
         lens = torch.tensor([len(s) for s in suffixes])
         self.allowed = torch.ones(B, P + M, dtype=torch.bool)  # which cached slots each row sees
         for r, n in enumerate(lens.tolist()):
@@ -474,7 +471,18 @@ class Fork:
             self.logits[has] = out[has, -1]
             engine.tokens_fed += int(lens.sum())
 
+    def _init_cache(self, prompt_cache, B: int, P: int) -> None:
+        """B copies of the prompt's KV."""
+        self.cache = self.engine.new_cache()
+        for i, layer in enumerate(prompt_cache.layers):
+            self.cache.update(layer.keys.expand(B, -1, -1, -1).contiguous(),
+                              layer.values.expand(B, -1, -1, -1).contiguous(), i)
+
+    def _select_cache(self, idx: torch.Tensor) -> None:
+        self.cache.batch_select_indices(idx.to(self.engine.device))
+
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, q_allowed: torch.Tensor) -> torch.Tensor:
+        """ids, pos [B, M]; q_allowed bool [B, M, S + M] over cached + new slots -> logits [B, M, V]."""
         e = self.engine
         kpos = torch.cat([self.slot_pos, pos], dim=1)
         mask = e._masks(q_allowed, pos, kpos)
@@ -550,6 +558,9 @@ class Fork:
     def select(self, rows: Sequence[int]) -> None:
         """Keep only these rows, in this order (a repeated row gets its own copy of the KV)."""
         idx = torch.as_tensor(list(rows), dtype=torch.long)
-        self.cache.batch_select_indices(idx.to(self.engine.device))
+        self._select_cache(idx)
         self.allowed, self.next_pos, self.logits = self.allowed[idx], self.next_pos[idx], self.logits[idx]
         self.slot_pos = self.slot_pos[idx]
+
+
+HFEngine.fork_class = Fork  # StaticEngine forks over its own buffers (harness/engines/static.py)

@@ -14,8 +14,11 @@ as `HFEngine`; what differs is the single-sequence path every strategy runs on:
 - `compile: true` wraps the per-layer stack in `torch.compile(dynamic=True)`; the first calls pay
   the compilation (reported by benchmarks/bench_engines.py, never hidden in a row).
 
-The batched paths (fork, score_suffixes, last_logits_batch, hidden_batch) are HFEngine's: they
-run transformers' forward on their own throwaway caches and never touch these buffers.
+Forks (`fork`, `score_suffixes`: the batched test-time search paths) run on the same decoder
+loop over their own [B, kv_heads, capacity, head_dim] buffers (`StaticFork`, grown by doubling),
+so B rows append a token without transformers re-concatenating B caches per layer per step. The
+prompt's shared prefill and the left-padded one-shot batches (`last_logits_batch`,
+`hidden_batch`) stay transformers' forward on throwaway caches.
 tests/test_static_engine.py checks logits, hidden states, trees, keeps, rollbacks and early exit
 against HFEngine, and every lossless strategy token-identical to greedy on this engine.
 """
@@ -27,7 +30,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from harness.engines.hf import EARLY_EXIT_ARCHS, HFEngine, tree_allowed
+from harness.engines.hf import EARLY_EXIT_ARCHS, Fork, HFEngine, tree_allowed
 
 
 class _Slots:
@@ -90,11 +93,11 @@ class StaticEngine(HFEngine):
         self._layers_fn = torch.compile(self._layers, dynamic=True) if self.compiled else self._layers
 
     # ------------------------------------------------------------------ state
-    def new_kv(self) -> _StaticKV:
+    def new_kv(self, batch: int = 1, capacity: int | None = None) -> _StaticKV:
         cfg = self.model.config
         n_kv = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
         hd = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
-        shape = (1, n_kv, self.max_len, hd)
+        shape = (batch, n_kv, self.max_len if capacity is None else capacity, hd)
         kw = dict(dtype=self.model.dtype, device=self.device)
         return _StaticKV([_Slots(torch.zeros(shape, **kw), torch.zeros(shape, **kw))
                           for _ in range(int(cfg.num_hidden_layers))])
@@ -132,27 +135,27 @@ class StaticEngine(HFEngine):
         self._len = [min(x, length) for x in self._len]
 
     # ------------------------------------------------------------------ compute
-    def _layers(self, h, cos, sin, mask, start: int, stop: int, past: int, want: tuple):
-        """Decoder layers [start, stop) on h [1, n, d]; writes KV at slots past .. past + n - 1.
-        Returns the output and the hidden states after the layers listed in `want`."""
-        n = h.shape[1]
+    def _layers(self, h, cos, sin, mask, start: int, stop: int, past: int, want: tuple, kv: _StaticKV):
+        """Decoder layers [start, stop) on h [B, n, d]; writes KV at slots past .. past + n - 1 of
+        `kv` (B rows). Returns the output and the hidden states after the layers listed in `want`."""
+        B, n = h.shape[0], h.shape[1]
         H, K, D = self.n_heads, self.n_kv, self.head_dim
         kept = {}
         for i in range(start, stop):
             ln1, wq, bq, wk, bk, wv, bv, wo, bo, ln2, wg, bg, wu, bu, wd, bd = self._w[i]
             x = _rms(h, ln1, self.eps)
-            q = F.linear(x, wq, bq).view(1, n, H, D).transpose(1, 2)
-            k = F.linear(x, wk, bk).view(1, n, K, D).transpose(1, 2)
-            v = F.linear(x, wv, bv).view(1, n, K, D).transpose(1, 2)
+            q = F.linear(x, wq, bq).view(B, n, H, D).transpose(1, 2)
+            k = F.linear(x, wk, bk).view(B, n, K, D).transpose(1, 2)
+            v = F.linear(x, wv, bv).view(B, n, K, D).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            slots = self._kv.layers[i]
+            slots = kv.layers[i]
             slots.keys[:, :, past:past + n] = k
             slots.values[:, :, past:past + n] = v
             keys, values = slots.keys[:, :, :past + n], slots.values[:, :, :past + n]
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling,
                                                enable_gqa=K != H)
-            h = h + F.linear(o.transpose(1, 2).reshape(1, n, H * D), wo, bo)
+            h = h + F.linear(o.transpose(1, 2).reshape(B, n, H * D), wo, bo)
             x = _rms(h, ln2, self.eps)
             h = h + F.linear(F.silu(F.linear(x, wg, bg)) * F.linear(x, wu, bu), wd, bd)
             if i + 1 in want:
@@ -177,7 +180,7 @@ class StaticEngine(HFEngine):
         mask = None if allowed is None else allowed.to(self.device).reshape(1, 1, n, past + n)
         self._timing._enter(None, None)
         try:
-            out, kept = self._layers_fn(h, cos, sin, mask, start, stop, past, tuple(want))
+            out, kept = self._layers_fn(h, cos, sin, mask, start, stop, past, tuple(want), self._kv)
         finally:
             self._timing._leave(None, None, None)
         for i in range(start, stop):
@@ -243,3 +246,56 @@ class StaticEngine(HFEngine):
         out, _ = self._run(h, start, stop, past + torch.arange(h.shape[1]), None)
         out = out[0]
         return out, (self.head(out[-1] if last_only else out) if logits else None)
+
+
+class StaticFork(Fork):
+    """`Fork` (same slots, masks and positions: harness/engines/hf.py) over preallocated
+    [B, kv_heads, capacity, head_dim] buffers driven by the static engine's decoder loop: a step
+    writes one slot per row in place instead of concatenating every layer's B-row cache."""
+
+    def _init_cache(self, prompt_cache, B: int, P: int) -> None:
+        self.kv = self.engine.new_kv(batch=B, capacity=max(2 * P, P + 256))
+        for i, layer in enumerate(prompt_cache.layers):
+            self.kv.layers[i].keys[:, :, :P] = layer.keys
+            self.kv.layers[i].values[:, :, :P] = layer.values
+        self.cache = self.kv  # memory accounting reads .layers
+        self.filled = P
+
+    def _grow(self, need: int) -> None:
+        cap = self.kv.layers[0].keys.shape[2]
+        if need <= cap:
+            return
+        new = self.engine.new_kv(batch=self.kv.layers[0].keys.shape[0], capacity=max(need, 2 * cap))
+        for old, nw in zip(self.kv.layers, new.layers):
+            nw.keys[:, :, :self.filled] = old.keys[:, :, :self.filled]
+            nw.values[:, :, :self.filled] = old.values[:, :, :self.filled]
+        self.kv = self.cache = new
+
+    def _select_cache(self, idx: torch.Tensor) -> None:
+        idx = idx.to(self.engine.device)
+        for s in self.kv.layers:
+            s.keys, s.values = s.keys.index_select(0, idx), s.values.index_select(0, idx)
+
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, q_allowed: torch.Tensor) -> torch.Tensor:
+        e = self.engine
+        B, M = ids.shape
+        S = self.filled
+        self._grow(S + M)
+        self.slot_pos = torch.cat([self.slot_pos, pos], dim=1)
+        with torch.inference_mode():
+            h = e.model.model.embed_tokens(ids.to(e.device))
+            cos, sin = e.model.model.rotary_emb(h, position_ids=pos.to(e.device))
+            cos, sin = cos[:, None].to(h.dtype), sin[:, None].to(h.dtype)
+            mask = q_allowed.to(e.device)[:, None]  # [B, 1, M, S + M]
+            e._timing._enter(None, None)
+            try:
+                out, _ = e._layers_fn(h, cos, sin, mask, 0, e.num_layers, S, (), self.kv)
+                logits = F.linear(_rms(out, e.model.model.norm.weight, e.eps), e.model.lm_head.weight).float().cpu()
+            finally:
+                e._timing._leave(None, None, None)
+        self.filled = S + M
+        e.forwards += 1
+        return logits
+
+
+StaticEngine.fork_class = StaticFork
