@@ -10,6 +10,10 @@ Side by side in one process, same prompts, same weights, interleaved per prompt:
     hf-batched-N  transformers `model.generate(do_sample=True, num_return_sequences=N)`, same
                   temperature / top-p: the peer of batched-N
 
+With --static, greedy-1@static and batched-N@static run the same strategies on `engine=static`
+(harness/engines/static.py) built over the SAME weight tensors: preallocated KV, our own decoder
+loop, forks on their own buffers (no per-step cache concatenation of B rows).
+
 With --ban-eos every generation runs to --max-new-tokens (EOS masked in ours, min_new_tokens in
 transformers'), so every method generates exactly the same number of tokens and wall times
 compare directly. Ratios are printed against the FASTER of the two greedy baselines.
@@ -49,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ban-eos", action="store_true", help="every generation runs to --max-new-tokens")
     ap.add_argument("--repeats", type=int, default=1, help="passes over the prompts (method order rotates)")
     ap.add_argument("--json", default=None, help="write the raw numbers here")
+    ap.add_argument("--static", action="store_true", help="also run greedy-1 and batched-N on engine=static")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -72,7 +77,7 @@ def main(argv=None) -> int:
     if args.ban_eos:
         greedy_strategy.sampling = SamplingParams()  # greedy, EOS masked below
 
-    def greedy(p, seed):
+    def greedy(p, seed, eng=eng):
         if not args.ban_eos:
             return len(greedy_strategy.generate(eng, p, args.max_new_tokens, torch.Generator().manual_seed(seed)).tokens)
         eng.reset()  # one token at a time with EOS masked: same path as Greedy, run to the budget
@@ -86,7 +91,7 @@ def main(argv=None) -> int:
                 logits = eng.forward([t], last_only=True)
         return n
 
-    def batched(p, seed):
+    def batched(p, seed, eng=eng):
         eng.reset()
         s = StepSampler(eng, sp)
         s.ban_eos = args.ban_eos
@@ -119,6 +124,13 @@ def main(argv=None) -> int:
     methods = {"greedy-1": greedy, "hf-greedy-1": lambda p, s: hf(p, s, 1, False),
                f"batched-{args.n}": batched, f"hf-batched-{args.n}": lambda p, s: hf(p, s, args.n, True),
                f"sequential-{args.n}": sequential}
+    if args.static:
+        from benchmarks.bench_decoding import static_twin
+
+        st = static_twin(eng, False, 4096)
+        methods["greedy-1@static"] = lambda p, s: greedy(p, s, eng=st)
+        methods[f"batched-{args.n}@static"] = lambda p, s: batched(p, s, eng=st)
+        greedy(prompts[0][1], 0, eng=st)  # warm-up
     greedy(prompts[0][1], 0)  # warm-up
     hf(prompts[0][1], 0, 1, False)
     wall = {m: 0.0 for m in methods}
@@ -132,21 +144,27 @@ def main(argv=None) -> int:
                 toks[m] += methods[m](p, i)
                 wall[m] += time.perf_counter() - t0
             print(f"  pass {r + 1} {pid}: " + "  ".join(f"{m} {wall[m]:.1f}s" for m in methods), flush=True)
-    base_name = min(("greedy-1", "hf-greedy-1"), key=lambda m: wall[m])  # both greedy: the same tokens
+    base_name = min((m for m in ("greedy-1", "hf-greedy-1", "greedy-1@static") if m in wall),
+                    key=lambda m: wall[m])  # all greedy: the same tokens
     base = wall[base_name]
     print(f"\n{'method':<16} {'wall s':>8} {'tokens':>7} {'tok/s':>7} {'x faster greedy':>16}")
     for m in methods:
         print(f"{m:<16} {wall[m]:8.1f} {toks[m]:7d} {toks[m] / wall[m]:7.1f} {wall[m] / base:16.2f}")
     b, hb = f"batched-{args.n}", f"hf-batched-{args.n}"
-    print(f"\nbatched-{args.n} costs {wall[b] / base:.2f}x one greedy generation (the faster greedy: {base_name}); "
+    print(f"\nbatched-{args.n} costs {wall[b] / base:.2f}x one greedy generation (the fastest greedy: {base_name}); "
           f"transformers' num_return_sequences={args.n}: {wall[hb] / base:.2f}x; ours / theirs {wall[b] / wall[hb]:.2f}"
           f" (naive sequential: {wall[f'sequential-{args.n}'] / base:.2f}x)")
+    if args.static:
+        bs = f"batched-{args.n}@static"
+        print(f"batched-{args.n}@static costs {wall[bs] / base:.2f}x; ours@static / theirs {wall[bs] / wall[hb]:.2f}")
     if args.json:
         import json
 
         Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "wall_s": wall, "tokens": toks,
                                                "baseline": base_name, "x_faster_greedy": {m: wall[m] / base for m in methods},
-                                               "ours_over_peer": wall[b] / wall[hb]}, indent=1) + "\n")
+                                               "ours_over_peer": wall[b] / wall[hb],
+                                               **({"static_over_peer": wall[f"batched-{args.n}@static"] / wall[hb]}
+                                                  if args.static else {})}, indent=1) + "\n")
     return 0
 
 
