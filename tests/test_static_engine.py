@@ -8,6 +8,8 @@ token-identical to greedy on it, with deep accepted paths (a perfect draft, repe
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -180,3 +182,30 @@ def test_static_greedy_equals_hf_greedy():
     for p in PROMPTS:
         g = Greedy()
         assert g.generate(a, p, 40, torch.Generator()).tokens == g.generate(b, p, 40, torch.Generator()).tokens
+
+
+def test_runner_on_the_static_engine(tmp_path):
+    """`model.engine=static` through the runner: the same outputs as the default engine, a run of
+    its own (another config), the engine named in meta.json; the default engine's hash unchanged
+    by the new keys."""
+    from harness.runner import config_hash, run
+    from harness.store import read_rows
+    from tests.helpers import cfg_for, run_dirs
+
+    over = ("task.limit=3", "strategy=pld", "run.paired_baseline=true")
+    run(cfg_for(tmp_path, *over))
+    run(cfg_for(tmp_path, *over, "model.engine=static", "model.max_len=512"))
+    dirs = run_dirs(tmp_path)
+    assert len(dirs) == 2
+    rows = [sorted(read_rows(d / "rows.jsonl"), key=lambda r: r["example_id"]) for d in dirs]
+    assert [r["output_tokens"] for r in rows[0]] == [r["output_tokens"] for r in rows[1]]
+    metas = [json.loads((d / "meta.json").read_text())["model_spec"] for d in dirs]
+    assert sorted(m.get("engine", "hf") for m in metas) == ["hf", "static"]
+    cfg = cfg_for(tmp_path, *over)
+    bare = cfg.copy()
+    from omegaconf import open_dict
+
+    with open_dict(bare):
+        for key in ("engine", "max_len", "compile"):
+            bare.model.pop(key)
+    assert config_hash(cfg) == config_hash(bare)

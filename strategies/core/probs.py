@@ -37,6 +37,54 @@ def process(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_
     return probs / probs.sum(dim=-1, keepdim=True)
 
 
+SPARSE_VOCAB = 4096   # above this vocabulary size, truncated sampling sorts only the top candidates
+NUCLEUS_PROBE = 1024  # candidates looked at first for a nucleus (the whole vocabulary if they fall short)
+
+
+def sparse_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 min_p: float = 0.0) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`process`'s distribution on its support only: (p [B, m], ids [B, m]) with p summing to 1
+    per row and zero outside it, or None where that would not be exact (then use `process`).
+
+    For a large vocabulary, sorting every row (what `process` does for top-p) costs more than the
+    model's own step at batch 8: here only the m = top_k (or NUCLEUS_PROBE) largest logits are
+    sorted, the normaliser is still the full softmax's, and the nucleus is cut from them. Exact
+    when the top m hold the whole support: None if a row's top m carry less than top_p, or if
+    logits tie at the k-th value (process keeps every tie)."""
+    B, V = logits.shape
+    if V <= SPARSE_VOCAB or temperature == 0 or (top_p >= 1.0 and not top_k):
+        return None
+    x = logits / temperature
+    m = min(V, top_k) if top_k else min(V, NUCLEUS_PROBE)
+    vals, ids = torch.topk(x, m, dim=-1)  # sorted, largest first
+    if top_k and m < V and bool(((x >= vals[:, -1:]).sum(-1) > m).any()):
+        return None  # ties at the k-th logit: process keeps them all
+    lse = torch.logsumexp(vals if top_k else x, dim=-1, keepdim=True)  # top-k renormalises over its set
+    p = torch.exp(vals - lse)
+    if top_p < 1.0:
+        before = torch.cumsum(p, dim=-1) - p
+        if not top_k and m < V and bool((before[:, -1] + p[:, -1] < top_p).any()):
+            return None  # some nucleus reaches past the probe
+        drop = before >= top_p
+        drop[:, 0] = False
+        p = p.masked_fill(drop, 0.0)
+    if min_p > 0.0:
+        p = p.masked_fill(p < min_p * p[:, :1], 0.0)
+    return p / p.sum(-1, keepdim=True), ids
+
+
+def sample_rows(logits: torch.Tensor, rng: torch.Generator, temperature: float = 1.0, top_k: int = 0,
+                top_p: float = 1.0, min_p: float = 0.0, top_h: float = 0.0) -> torch.Tensor:
+    """One token per row of logits [B, V], drawn from `process(...)`'s distribution: on the sparse
+    support when `sparse_probs` applies (the draw then uses the generator differently from a draw
+    over all V, but from the same distribution), else over the full vocabulary."""
+    sp = None if top_h > 0.0 else sparse_probs(logits, temperature, top_k, top_p, min_p)
+    if sp is None:
+        return torch.multinomial(process(logits, temperature, top_k, top_p, min_p, top_h), 1, generator=rng).reshape(-1)
+    p, ids = sp
+    return ids.gather(1, torch.multinomial(p, 1, generator=rng)).reshape(-1)
+
+
 TOP_H_CANDIDATES = 100  # Top-H looks at the 100 most probable tokens
 
 

@@ -25,6 +25,7 @@ import torch
 
 from harness.errors import ConfigError, UndecidableComparison
 from scorers.base import AGGREGATES, aggregate
+from strategies.core import probs as P
 from strategies.core.base import Strategy
 
 STEP_END = "\n\n"
@@ -97,7 +98,8 @@ class StepSampler:
             if self.sampling.greedy:
                 nxt = logits.argmax(-1)
             else:
-                nxt = torch.multinomial(self.sampling.probs(logits), 1, generator=rng).reshape(-1)
+                sp = self.sampling
+                nxt = P.sample_rows(logits, rng, sp.temperature, sp.top_k, sp.top_p, sp.min_p, sp.top_h)
             lp = torch.log_softmax(logits, -1).gather(1, nxt.reshape(-1, 1)).reshape(-1)
             keep, feed = [], []
             first_eos = False
