@@ -25,6 +25,7 @@ def nothing_written(d):
     (["+task.limt=2"], "takes no parameter 'limt'"),
     (["strategy=a_star", "scorer@strategy.scorer=nope"], "unknown scorer 'nope'"),
     (["model=gemma3_270m", "strategy=del_exit"], "full-attention llama / qwen2 layouts only"),
+    (["model=gemma3_270m", "model.engine=static"], "engine=static drives llama / qwen2 layouts"),
     (["task.limit=abc"], "task.limit must be an integer"),
     (["model=hf"], "hub_id"),
     (["strategy=greedy", "run.paired_baseline=true"], "paired_baseline"),
