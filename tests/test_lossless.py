@@ -54,6 +54,18 @@ NO_DEEP_DRAFTS = {"del_exit": "early-exit drafts of a random model", "lud": "nee
 MODEL_FREE_DEEP = ("pld", "token_recycling", "stand")  # draft from the repeating prompts
 
 
+def check_against_greedy(s, target, draft, prompts=PROMPTS, n=48, where="") -> int:
+    """Run strategy s on each prompt, assert token identity with greedy on `target`; return the
+    deepest accepted path (other engines' and models' lossless tests share this loop)."""
+    deepest = 0
+    for prompt in prompts:
+        ref = Greedy().generate(target, prompt, n, torch.Generator().manual_seed(0)).tokens
+        tr = s.generate(target, prompt, n, torch.Generator().manual_seed(0), draft=draft)
+        assert tr.tokens == ref, f"{s.name} diverged from greedy{where} on prompt {prompt[:4]}..."
+        deepest = max([deepest, *tr.accept_hist])
+    return deepest
+
+
 @pytest.fixture(scope="module")
 def greedy_outputs(tiny_target):
     g = Greedy()

@@ -17,7 +17,8 @@ from harness.errors import ConfigError
 from harness.models import ModelSpec
 from strategies.greedy import Greedy
 from tests.conftest import TINY, tiny_spec
-from tests.test_lossless import MODEL_FREE_DEEP, NO_DEEP_DRAFTS, PROMPTS, load_strategy, lossless_cases
+from tests.test_lossless import (MODEL_FREE_DEEP, NO_DEEP_DRAFTS, PROMPTS, check_against_greedy, load_strategy,
+                                 lossless_cases)
 
 TOL = dict(atol=1e-4, rtol=0)
 
@@ -167,12 +168,7 @@ def test_lossless_strategy_on_static_engine(name, k, draft_kind, static_models):
         s.k = k
     if hasattr(s, "step_model"):
         s.step_model = {"target_a": 1.0, "target_b": 0.0, "draft_token_s": 0.0}
-    deepest = 0
-    for prompt in PROMPTS:
-        ref = Greedy().generate(target, prompt, 48, torch.Generator().manual_seed(0)).tokens
-        tr = s.generate(target, prompt, 48, torch.Generator().manual_seed(0), draft=draft)
-        assert tr.tokens == ref, f"{name} diverged from greedy on the static engine, prompt {prompt[:4]}..."
-        deepest = max([deepest, *tr.accept_hist])
+    deepest = check_against_greedy(s, target, draft, where=" on the static engine")
     if (draft_kind == "perfect" or name in MODEL_FREE_DEEP) and name not in NO_DEEP_DRAFTS:
         assert deepest >= 3, f"{name} never accepted 3+ drafts on the static engine"
 

@@ -287,14 +287,7 @@ class HFEngine(TokenizerText):
         from transformers.masking_utils import create_causal_mask
 
         base = self.model.model
-        if not 0 <= start < stop <= self.num_layers:
-            raise ValueError(f"layer range [{start}, {stop}) outside 0..{self.num_layers}")
-        if isinstance(x, torch.Tensor) and x.is_floating_point():
-            h = x.reshape(1, -1, x.shape[-1]).to(self.device, self.model.dtype)
-        else:
-            if start != 0:
-                raise ValueError("token ids enter at layer 0; pass a hidden state to start deeper")
-            h = base.embed_tokens(torch.as_tensor(x, dtype=torch.long, device=self.device).reshape(1, -1))
+        h = self._layer_input(x, start, stop)
         past = self.layer_length(start)
         if any(self.layer_length(i) != past for i in range(start + 1, stop)):
             raise ValueError(f"layers {start}..{stop - 1} hold different cached lengths")
@@ -307,6 +300,17 @@ class HFEngine(TokenizerText):
                       use_cache=True)
         h = h[0]
         return h, (self.head(h[-1] if last_only else h) if logits else None)
+
+    def _layer_input(self, x, start: int, stop: int) -> torch.Tensor:
+        """forward_layers' input as [1, n, d]: a hidden state entering layer `start`, or token ids
+        embedded (start 0 only); the layer range checked."""
+        if not 0 <= start < stop <= self.num_layers:
+            raise ValueError(f"layer range [{start}, {stop}) outside 0..{self.num_layers}")
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            return x.reshape(1, -1, x.shape[-1]).to(self.device, self.model.dtype)
+        if start != 0:
+            raise ValueError("token ids enter at layer 0; pass a hidden state to start deeper")
+        return self.model.model.embed_tokens(torch.as_tensor(x, dtype=torch.long, device=self.device).reshape(1, -1))
 
     @torch.inference_mode()
     def head(self, h: torch.Tensor) -> torch.Tensor:

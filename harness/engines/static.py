@@ -232,14 +232,7 @@ class StaticEngine(HFEngine):
     @torch.inference_mode()
     def forward_layers(self, x, start: int, stop: int, *, logits: bool = True, last_only: bool = False):
         """As HFEngine.forward_layers: layers [start, stop) only, their own slot counts."""
-        if not 0 <= start < stop <= self.num_layers:
-            raise ValueError(f"layer range [{start}, {stop}) outside 0..{self.num_layers}")
-        if isinstance(x, torch.Tensor) and x.is_floating_point():
-            h = x.reshape(1, -1, x.shape[-1]).to(self.device, self.model.dtype)
-        else:
-            if start != 0:
-                raise ValueError("token ids enter at layer 0; pass a hidden state to start deeper")
-            h = self.model.model.embed_tokens(torch.as_tensor(x, dtype=torch.long, device=self.device).reshape(1, -1))
+        h = self._layer_input(x, start, stop)
         past = self._len[start]
         if any(self._len[i] != past for i in range(start + 1, stop)):
             raise ValueError(f"layers {start}..{stop - 1} hold different cached lengths")
