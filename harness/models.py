@@ -223,14 +223,14 @@ class ModelSpec:
         """engine=static on a layout it does not drive: one line, before any weight loads."""
         if self.engine != "static":
             return
-        from harness.engines.hf import EARLY_EXIT_ARCHS
+        from harness.engines.static import unsupported
 
         cfg = self.static_config()
-        types = getattr(cfg, "layer_types", None) or []
-        if self.sliding_window or (cfg is not None and (getattr(cfg, "model_type", "") not in EARLY_EXIT_ARCHS
-                                                        or any(t != "full_attention" for t in types))):
-            raise ConfigError(f"model '{self.name}': engine=static drives {' / '.join(EARLY_EXIT_ARCHS)} layouts "
-                              f"with full attention only; use engine=hf")
+        why = "engine=static drives llama / qwen2 layouts with full attention only (this model has " \
+              "sliding-window layers); use engine=hf" if self.sliding_window else \
+            (unsupported(cfg) if cfg is not None else None)
+        if why:
+            raise ConfigError(f"model '{self.name}': {why}")
 
     def expected_capabilities(self) -> frozenset | None:
         """The capabilities the engine will declare (see HFEngine), from the config alone; None

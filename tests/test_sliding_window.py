@@ -195,6 +195,12 @@ def test_tree_deeper_than_the_window(gemma):
     for i, path in enumerate(paths):
         assert torch.allclose(out[i], ref_logits(e, prefix + [nodes[j][0] for j in path])[-1], **TOL), f"node {i}"
     P, L = len(prefix), e.length
+    # a plain chain token now (slot indices != positions): the window must still go by position,
+    # as in the same token fed with an explicit all-visible mask
+    chain = e.forward([77])
+    e.rollback(1)
+    assert torch.allclose(chain, e.forward([77], tree=torch.ones(1, L + 1, dtype=torch.bool)), **TOL)
+    e.rollback(1)
     below = [7, 8, 9]  # a chain under branch B's leaf (node 19, depth 9)
     allowed = torch.zeros(3, L + 3, dtype=torch.bool)
     allowed[:, :P] = True

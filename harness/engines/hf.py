@@ -152,18 +152,11 @@ class HFEngine(TokenizerText):
     def _masks(self, allowed: torch.Tensor, qpos: torch.Tensor, kpos: torch.Tensor):
         """Additive masks from bool `allowed` [..., n, S] for each layer kind: full layers see the
         allowed slots; sliding layers also need qpos - kpos < window. qpos [..., n], kpos [..., S]."""
-        dtype = self.model.dtype
-
-        def additive(a):
-            m = torch.zeros(a.shape, dtype=dtype)
-            m.masked_fill_(~a, torch.finfo(dtype).min)
-            return m.reshape(-1, 1, *a.shape[-2:]).to(self.device)
-
-        full = additive(allowed)
+        full = additive_mask(allowed, self.model.dtype, self.device)
         if not self.window:
             return full
         near = (qpos[..., :, None] - kpos[..., None, :]) < self.window
-        sliding = additive(allowed & near)
+        sliding = additive_mask(allowed & near, self.model.dtype, self.device)
         return {t: (sliding if t == "sliding_attention" else full) for t in self._layer_types}
 
     @property
@@ -203,20 +196,17 @@ class HFEngine(TokenizerText):
         kw = {}
         if self.bidirectional_prompt and past == 0 and n > 1 and tree is None and depths is None:
             tree = torch.ones(n, n, dtype=torch.bool)  # the prompt's prefill attends both ways (below)
-        if tree is not None or depths is not None:
-            d = torch.arange(n) if depths is None else torch.as_tensor(depths).reshape(-1).cpu()
-            kw["position_ids"] = (past + d).to(self.device).reshape(1, -1)
-        if self.window:  # record each slot's position; explicit masks unless transformers' chain mask is right
-            d = torch.arange(n) if depths is None else torch.as_tensor(depths).reshape(-1).cpu()
-            qpos, kpos = past + d, torch.cat([self._pos, past + d])
-            if tree is not None or not torch.equal(kpos, torch.arange(past + n)):
-                allowed = tree_allowed(tree if tree is not None else torch.tril(torch.ones(n, n, dtype=torch.bool)),
-                                       past)
-                kw["attention_mask"] = self._masks(allowed, qpos, kpos)
-                kw["position_ids"] = qpos.to(self.device).reshape(1, -1)
+        qpos = past + (torch.arange(n) if depths is None else torch.as_tensor(depths).reshape(-1).cpu())
+        kpos = torch.cat([self._pos, qpos]) if self.window else None  # every slot's position (sliding windows)
+        # explicit positions and masks for trees and depths; on a sliding-window model also for a
+        # chain after slots whose positions are not their indices (transformers' mask assumes they are)
+        if tree is not None or depths is not None or (self.window and not torch.equal(kpos, torch.arange(past + n))):
+            kw["position_ids"] = qpos.to(self.device).reshape(1, -1)
+            if tree is not None or self.window:
+                chain = torch.tril(torch.ones(n, n, dtype=torch.bool))
+                kw["attention_mask"] = self._masks(tree_allowed(tree if tree is not None else chain, past), qpos, kpos)
+        if self.window:
             self._pos = kpos
-        elif tree is not None:
-            kw["attention_mask"] = tree_mask_4d(tree, past, self.model.dtype, self.device)
         if last_only and not hidden_layers:
             kw["logits_to_keep"] = 1
         out = self.model(**x, cache=self.cache, use_cache=True, output_hidden_states=bool(hidden_layers), **kw)
@@ -420,13 +410,16 @@ def tree_allowed(tree: torch.Tensor, past: int) -> torch.Tensor:
     return tree if tree.shape[1] == past + n else torch.cat([torch.ones(n, past, dtype=torch.bool), tree], dim=1)
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype, device) -> torch.Tensor:
+    """bool [..., n, S] (True = may attend) -> additive mask [B, 1, n, S] on the device."""
+    m = torch.zeros(allowed.shape, dtype=dtype)
+    m.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return m.reshape(-1, 1, *allowed.shape[-2:]).to(device)
+
+
 def tree_mask_4d(tree: torch.Tensor, past: int, dtype: torch.dtype, device) -> torch.Tensor:
     """[n, n] (or [n, past + n]) bool ancestor matrix -> additive mask [1, 1, n, past + n]."""
-    allowed = tree_allowed(tree, past)
-    n = allowed.shape[0]
-    mask = torch.zeros(n, past + n, dtype=dtype)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask.to(device).reshape(1, 1, n, past + n)
+    return additive_mask(tree_allowed(tree, past), dtype, device)
 
 
 class Fork:

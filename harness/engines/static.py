@@ -12,7 +12,7 @@ as `HFEngine`; what differs is the single-sequence path every strategy runs on:
   PyTorch's SDPA over the first length + n slots): no mask builder, no cache objects, no output
   dataclasses, no module hooks on the hot path.
 - `compile: true` wraps the per-layer stack in `torch.compile(dynamic=True)`; the first calls pay
-  the compilation (reported by benchmarks/bench_engines.py, never hidden in a row).
+  the compilation (benchmarks/bench_decoding.py's `@compiled` methods report it as warm-up time).
 
 Forks (`fork`, `score_suffixes`: the batched test-time search paths) run on the same decoder
 loop over their own [B, kv_heads, capacity, head_dim] buffers (`StaticFork`, grown by doubling),
@@ -59,25 +59,34 @@ def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * x32.to(dtype)
 
 
+def unsupported(config) -> str | None:
+    """Why engine=static cannot drive a model with this config (None: it can)."""
+    kind = getattr(config, "model_type", "?")
+    if kind not in EARLY_EXIT_ARCHS or any(t != "full_attention" for t in (getattr(config, "layer_types", None) or [])):
+        return (f"engine=static drives {' / '.join(EARLY_EXIT_ARCHS)} layouts with full attention only "
+                f"(this is {kind}); use engine=hf")
+    if getattr(config, "hidden_act", "silu") not in ("silu", "swish"):
+        return f"engine=static implements the silu MLP, not {config.hidden_act}"
+    return None
+
+
 class StaticEngine(HFEngine):
     """HFEngine's protocol over preallocated, position-addressed KV buffers (see the module doc)."""
 
     def __init__(self, model, tokenizer, name: str, dtype: str, max_len: int = 4096, compile: bool = False):
         cfg = model.config
-        if getattr(cfg, "model_type", "") not in EARLY_EXIT_ARCHS or \
-                any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
-            raise ValueError(f"model '{name}': engine=static drives {', '.join(EARLY_EXIT_ARCHS)} layouts with full "
-                             f"attention only (this is {getattr(cfg, 'model_type', '?')}); use engine=hf")
+        if why := unsupported(cfg):
+            raise ValueError(f"model '{name}': {why}")
         if int(max_len) < 1:
             raise ValueError(f"model '{name}': max_len must be >= 1, got {max_len}")
         self.max_len = int(max_len)
         self.compiled = bool(compile)
-        self._kv = None
-        super().__init__(model, tokenizer, name, dtype)
-        base = model.model
         self.n_heads = int(cfg.num_attention_heads)
         self.n_kv = int(getattr(cfg, "num_key_value_heads", None) or self.n_heads)
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads)
+        self._kv = None
+        super().__init__(model, tokenizer, name, dtype)  # calls reset(): the buffers are allocated
+        base = model.model
         self.eps = float(cfg.rms_norm_eps)
         self.scaling = self.head_dim ** -0.5
         self._w = []
@@ -87,20 +96,14 @@ class StaticEngine(HFEngine):
                             a.k_proj.bias, a.v_proj.weight, a.v_proj.bias, a.o_proj.weight, a.o_proj.bias,
                             layer.post_attention_layernorm.weight, m.gate_proj.weight, m.gate_proj.bias,
                             m.up_proj.weight, m.up_proj.bias, m.down_proj.weight, m.down_proj.bias))
-        act = getattr(cfg, "hidden_act", "silu")
-        if act not in ("silu", "swish"):
-            raise ValueError(f"model '{name}': engine=static implements the silu MLP, not {act}")
         self._layers_fn = torch.compile(self._layers, dynamic=True) if self.compiled else self._layers
 
     # ------------------------------------------------------------------ state
     def new_kv(self, batch: int = 1, capacity: int | None = None) -> _StaticKV:
-        cfg = self.model.config
-        n_kv = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
-        hd = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
-        shape = (batch, n_kv, self.max_len if capacity is None else capacity, hd)
+        shape = (batch, self.n_kv, self.max_len if capacity is None else capacity, self.head_dim)
         kw = dict(dtype=self.model.dtype, device=self.device)
         return _StaticKV([_Slots(torch.zeros(shape, **kw), torch.zeros(shape, **kw))
-                          for _ in range(int(cfg.num_hidden_layers))])
+                          for _ in range(int(self.model.config.num_hidden_layers))])
 
     def reset(self) -> None:
         if self._kv is None:
