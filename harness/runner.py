@@ -37,6 +37,13 @@ def config_hash(cfg: DictConfig) -> str:
         if isinstance(node, dict) and node.get("engine", "hf") == "hf":
             for key in ("engine", "max_len", "compile"):
                 node.pop(key, None)
+    strategy = c.get("strategy")
+    if isinstance(strategy, dict):  # drafting options at their off value (configs from before them exist)
+        if strategy.get("draft_vocab") == 0:
+            strategy.pop("draft_vocab")
+        if strategy.get("draft_lookup") == 0:
+            strategy.pop("draft_lookup")
+            strategy.pop("draft_lookup_k", None)
     for dotted in NON_SEMANTIC:
         node = c
         *path, leaf = dotted.split(".")

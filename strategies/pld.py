@@ -12,20 +12,7 @@ import numpy as np
 
 from harness.errors import ConfigError
 from strategies.core.base import Strategy
-
-
-def lookup(seq: np.ndarray, max_ngram: int, min_ngram: int, k: int) -> list[int]:
-    """Continuation (up to k tokens) of the latest earlier match of seq's last n-gram."""
-    L = len(seq)
-    for n in range(max_ngram, min_ngram - 1, -1):
-        if L <= n:
-            continue
-        windows = np.lib.stride_tricks.sliding_window_view(seq[: L - 1], n)  # starts 0..L-1-n
-        hits = np.flatnonzero((windows == seq[L - n:]).all(axis=1))
-        if len(hits):
-            start = int(hits[-1]) + n
-            return seq[start: start + k].tolist()
-    return []
+from strategies.core.drafters import lookup  # noqa: F401 - the n-gram lookup lives with the drafters
 
 
 class PromptLookup(Strategy):

@@ -75,8 +75,8 @@ class SmartSpec(Speculative):
     name = "smartspec"
 
     def __init__(self, draft, k_max: int = 8, prior_accept: float = 0.6, prior_weight: float = 4.0,
-                 step_model: dict | None = None, step_profile: str | None = None, sampling=None):
-        super().__init__(draft, k=max(k_max, 1), sampling=sampling)
+                 step_model: dict | None = None, step_profile: str | None = None, sampling=None, **drafting):
+        super().__init__(draft, k=max(k_max, 1), sampling=sampling, **drafting)
         if k_max < 0 or not 0 < prior_accept < 1 or prior_weight < 0:
             raise ConfigError("smartspec: need k_max >= 0, 0 < prior_accept < 1, prior_weight >= 0")
         if bool(step_model) == bool(step_profile):

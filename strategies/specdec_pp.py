@@ -135,8 +135,8 @@ class SpecDecPPHead(SpecDecPP):
     needs_artifact = True  # needs a head trained for its draft: the YAML-wide tiny-model tests skip it
 
     def __init__(self, draft, head_path=None, threshold: float = 0.3, k_min: int = 2, k_max: int = 20,
-                 sampling=None):
-        super().__init__(draft, threshold=threshold, k_min=k_min, k_max=k_max, sampling=sampling)
+                 sampling=None, **drafting):
+        super().__init__(draft, threshold=threshold, k_min=k_min, k_max=k_max, sampling=sampling, **drafting)
         if not head_path:
             raise ConfigError("specdec_pp: head_path is required (a file written by "
                               "`python -m tools.train_acceptance_head`); without a trained head "

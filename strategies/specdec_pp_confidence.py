@@ -22,8 +22,8 @@ from strategies.speculative import Speculative
 class SpecDecPP(Speculative):
     name = "specdec_pp_confidence"
 
-    def __init__(self, draft, threshold: float = 0.3, k_min: int = 2, k_max: int = 20, sampling=None):
-        super().__init__(draft, k=k_max, sampling=sampling)
+    def __init__(self, draft, threshold: float = 0.3, k_min: int = 2, k_max: int = 20, sampling=None, **drafting):
+        super().__init__(draft, k=k_max, sampling=sampling, **drafting)
         if not 0 < threshold < 1 or not 1 <= k_min <= k_max:
             raise ConfigError("specdec_pp: need 0 < threshold < 1 and 1 <= k_min <= k_max")
         self.threshold, self.k_min, self.k_max = threshold, k_min, k_max

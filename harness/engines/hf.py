@@ -130,6 +130,7 @@ class HFEngine(TokenizerText):
         # prompt is fully bidirectional (every prompt token sees every other), later forwards are
         # causal over everything before them. Set by ModelSpec(bidirectional_prompt=True).
         self.bidirectional_prompt = False
+        self._head = None  # restrict_head(): (row ids [cap] CPU, head rows [cap, d] on the device, used rows)
         self.forwards = 0
         self.tokens_fed = 0
         self.model_s = 0.0  # seconds spent inside the model's modules (every caller: forks, judges, heads)
@@ -207,16 +208,81 @@ class HFEngine(TokenizerText):
                 kw["attention_mask"] = self._masks(tree_allowed(tree if tree is not None else chain, past), qpos, kpos)
         if self.window:
             self._pos = kpos
-        if last_only and not hidden_layers:
-            kw["logits_to_keep"] = 1
-        out = self.model(**x, cache=self.cache, use_cache=True, output_hidden_states=bool(hidden_layers), **kw)
+        if self._head is not None:  # a restricted head (drafting): the decoder, then our own head rows
+            out = self.model.model(**x, cache=self.cache, use_cache=True, output_hidden_states=bool(hidden_layers), **kw)
+            h = out.last_hidden_state[0]
+            logits = self._restricted_logits(h[-1:] if last_only else h)
+        else:
+            if last_only and not hidden_layers:
+                kw["logits_to_keep"] = 1
+            out = self.model(**x, cache=self.cache, use_cache=True, output_hidden_states=bool(hidden_layers), **kw)
+            logits = (out.logits[0, -1:] if last_only else out.logits[0]).float().cpu()
         self.forwards += 1
         self.tokens_fed += n
         if hidden_layers:
             self.hidden = {i: out.hidden_states[i][0] for i in hidden_layers}
-        logits = out.logits[0, -1:] if last_only else out.logits[0]
-        logits = logits.float().cpu()
         return logits[-1] if last_only else logits
+
+    # ------------------------------------------------------------------ restricted head (drafting)
+    def restrict_head(self, ids: Sequence[int] | None) -> None:
+        """From now on `forward` computes the LM head only for the token ids `ids` and returns -inf
+        logits for every other token (same [n, V] shape, so argmax / softmax / sampling work
+        unchanged: the others get probability 0). None restores the full head.
+
+        For a DRAFT engine (speculative decoding's `draft_vocab`): the head is a large share of a
+        small draft's forward (Qwen2.5-0.5B: 136M of its 494M parameters), and a draft that can
+        only propose likely tokens loses little acceptance; the target still verifies every
+        token over the full vocabulary, so the method stays lossless. `head()` (early-exit
+        heads) and the batched paths keep the full vocabulary."""
+        if ids is None:
+            self._head = None
+            return
+        if getattr(self.model.config, "final_logit_softcapping", None) or getattr(self.model.lm_head, "bias", None) is not None:
+            raise ValueError(f"model '{self.name}': restrict_head supports a plain linear LM head only")
+        rows = torch.as_tensor(sorted({int(i) for i in ids}), dtype=torch.long)
+        if len(rows) == 0 or rows[0] < 0 or rows[-1] >= self.vocab_size:
+            raise ValueError(f"restrict_head: ids must be non-empty and in 0..{self.vocab_size - 1}")
+        cap = len(rows) + max(16, len(rows) // 8)  # room for extend_head without reallocating
+        buf = torch.zeros(cap, dtype=torch.long)
+        buf[:len(rows)] = rows
+        W = self.model.lm_head.weight
+        Wb = W.new_zeros(cap, W.shape[1])
+        Wb[:len(rows)] = W.index_select(0, rows.to(W.device))
+        self._head = [buf, Wb, len(rows)]
+
+    def extend_head(self, ids: Sequence[int]) -> None:
+        """Add token ids to a restricted head (no-op without one, or for ids it already has)."""
+        if self._head is None:
+            return
+        buf, Wb, n = self._head
+        have = set(buf[:n].tolist())
+        new = sorted({int(i) for i in ids} - have)
+        if not new:
+            return
+        if n + len(new) > len(buf):  # grow by doubling
+            cap = max(2 * len(buf), n + len(new))
+            buf2 = torch.zeros(cap, dtype=torch.long)
+            buf2[:n] = buf[:n]
+            W2 = Wb.new_zeros(cap, Wb.shape[1])
+            W2[:n] = Wb[:n]
+            buf, Wb = buf2, W2
+        idx = torch.as_tensor(new, dtype=torch.long)
+        buf[n:n + len(new)] = idx
+        Wb[n:n + len(new)] = self.model.lm_head.weight.index_select(0, idx.to(Wb.device))
+        self._head = [buf, Wb, n + len(new)]
+
+    @property
+    def head_rows(self) -> int:
+        """Rows of the LM head `forward` computes (the vocabulary, or the restricted count)."""
+        return self.vocab_size if self._head is None else self._head[2]
+
+    def _restricted_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """float32 CPU [n, V] logits of normed hidden states h [n, d]: the restricted rows, -inf elsewhere."""
+        buf, Wb, n = self._head
+        sub = torch.nn.functional.linear(h, Wb[:n]).float().cpu()
+        out = torch.full((h.shape[0], self.vocab_size), float("-inf"))
+        out[:, buf[:n]] = sub
+        return out
 
     @torch.inference_mode()
     def embed(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:

@@ -193,7 +193,10 @@ class StaticEngine(HFEngine):
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         self._timing._enter(None, None)
         try:
-            return F.linear(_rms(h, self.model.model.norm.weight, self.eps), self.model.lm_head.weight).float().cpu()
+            h = _rms(h, self.model.model.norm.weight, self.eps)
+            if self._head is not None:  # restrict_head (drafting): the restricted rows, -inf elsewhere
+                return torch.stack([self._restricted_logits(r) for r in h])
+            return F.linear(h, self.model.lm_head.weight).float().cpu()
         finally:
             self._timing._leave(None, None, None)
 
