@@ -248,6 +248,8 @@ class HFEngine(TokenizerText):
         W = self.model.lm_head.weight
         Wb = W.new_zeros(cap, W.shape[1])
         Wb[:len(rows)] = W.index_select(0, rows.to(W.device))
+        self._head_has = torch.zeros(self.vocab_size, dtype=torch.bool)  # membership, O(1) per id
+        self._head_has[rows] = True
         self._head = [buf, Wb, len(rows)]
 
     def extend_head(self, ids: Sequence[int]) -> None:
@@ -255,8 +257,7 @@ class HFEngine(TokenizerText):
         if self._head is None:
             return
         buf, Wb, n = self._head
-        have = set(buf[:n].tolist())
-        new = sorted({int(i) for i in ids} - have)
+        new = sorted({int(i) for i in ids if not self._head_has[int(i)]})  # called every step: no set of all rows
         if not new:
             return
         if n + len(new) > len(buf):  # grow by doubling
@@ -267,6 +268,7 @@ class HFEngine(TokenizerText):
             W2[:n] = Wb[:n]
             buf, Wb = buf2, W2
         idx = torch.as_tensor(new, dtype=torch.long)
+        self._head_has[idx] = True
         buf[n:n + len(new)] = idx
         Wb[n:n + len(new)] = self.model.lm_head.weight.index_select(0, idx.to(Wb.device))
         self._head = [buf, Wb, n + len(new)]
