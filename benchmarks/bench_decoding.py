@@ -6,8 +6,9 @@ Pairs measured on the same prompts, same weights (the same `engine.model` object
     speculative  vs  hf-assisted  model.generate(assistant_model=draft.model), fixed K drafts
     pld          vs  hf-pld       model.generate(prompt_lookup_num_tokens=K, max_matching_ngram_size=n)
 
-Methods run interleaved per prompt (after one short warm-up each), so machine drift hits all of
-them alike. Columns, per method over all prompts and repeats:
+Methods run interleaved per prompt (after one short warm-up each), their order rotating with
+every prompt and repeat (before 2026-12-03 it was fixed: the first method always ran right after
+the previous prompt's last), so machine drift and order effects hit all of them alike. Columns, per method over all prompts and repeats:
 
     tok/s        sum of new tokens / sum of wall seconds (prefill included, prompt not counted)
     x greedy     tok/s divided by our first plain greedy method's (`greedy`, or `greedy@static`)
@@ -303,10 +304,11 @@ def main(argv=None):
                    "target_s": 0.0, "draft_s": 0.0, "draft_forwards": 0} for m in args.methods}
         tie_bad = []
         per_prompt, mismatches = [], []
-        for pid, ids in prompts:
+        for pi, (pid, ids) in enumerate(prompts):
             rows = []
             for rep in range(args.repeats):
-                for m in args.methods:
+                k = (pi * args.repeats + rep) % len(args.methods)  # the order rotates: no method always first
+                for m in args.methods[k:] + args.methods[:k]:
                     f0, s0, d0, ds0 = counts(m)
                     t0 = time.perf_counter()
                     toks = runners[m](ids, args.max_new_tokens)

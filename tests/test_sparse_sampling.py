@@ -44,6 +44,27 @@ def test_fallbacks():
     assert P.sparse_probs(logits(2, 4.0), temperature=1.0) is None  # no truncation
 
 
+def test_nucleus_between_the_probes():
+    """A nucleus wider than the first probe (64) but inside the second (1024) is found on the
+    second, exactly; one wider than both falls back; a narrow one uses the first probe."""
+    x = torch.full((2, V), -40.0)
+    x[:, :300] = torch.linspace(3.0, 0.0, 300)  # ~300 near-flat tokens hold all the mass
+    kw = dict(temperature=1.0, top_p=0.95)
+    sp = P.sparse_probs(x, **kw)
+    assert sp is not None and sp[0].shape[1] == P.NUCLEUS_PROBES[1]
+    ref = P.process(x, **kw)
+    assert 64 < int((ref[0] > 0).sum()) <= 1024
+    assert torch.allclose(dense_from_sparse(sp, x.shape), ref, atol=1e-6, rtol=1e-5)
+    assert torch.equal(dense_from_sparse(sp, x.shape) > 0, ref > 0)
+    y = torch.full((2, V), -40.0)
+    y[:, 7:17] = torch.linspace(2.0, 0.0, 10)
+    narrow = P.sparse_probs(y, **kw)
+    assert torch.allclose(dense_from_sparse(narrow, y.shape), P.process(y, **kw), atol=1e-6, rtol=1e-5)
+    assert narrow is not None and narrow[0].shape[1] == P.NUCLEUS_PROBES[0]
+    x[1, :3000] = torch.linspace(1.0, 0.0, 3000)  # one row's nucleus spans past 1024
+    assert P.sparse_probs(x, **kw) is None
+
+
 def test_sample_rows_frequencies():
     """Draws land on the support with the support's probabilities (chi-square over 20k draws)."""
     x = torch.full((1, V), -30.0)

@@ -282,12 +282,12 @@ class StaticFork(Fork):
         self._grow(S + M)
         self.slot_pos = torch.cat([self.slot_pos, pos], dim=1)
         with torch.inference_mode():
-            h = e.model.model.embed_tokens(ids.to(e.device))
-            cos, sin = e.model.model.rotary_emb(h, position_ids=pos.to(e.device))
-            cos, sin = cos[:, None].to(h.dtype), sin[:, None].to(h.dtype)
-            mask = q_allowed.to(e.device)[:, None]  # [B, 1, M, S + M]
-            e._timing._enter(None, None)
+            e._timing._enter(None, None)  # the embedding and rotary tables are the model's work too
             try:
+                h = e.model.model.embed_tokens(ids.to(e.device))
+                cos, sin = e.model.model.rotary_emb(h, position_ids=pos.to(e.device))
+                cos, sin = cos[:, None].to(h.dtype), sin[:, None].to(h.dtype)
+                mask = q_allowed.to(e.device)[:, None]  # [B, 1, M, S + M]
                 out, _ = e._layers_fn(h, cos, sin, mask, 0, e.num_layers, S, (), self.kv)
                 logits = F.linear(_rms(out, e.model.model.norm.weight, e.eps), e.model.lm_head.weight).float().cpu()
             finally:

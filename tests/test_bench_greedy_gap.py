@@ -1,0 +1,27 @@
+"""benchmarks/bench_greedy_gap.py: every way of calling the model it compares produces the same
+greedy chain (else its timings would compare different work), in both block and lockstep modes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import bench_greedy_gap as gap
+
+
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_variants_agree(tmp_path, lockstep):
+    out = tmp_path / "gap.json"
+    variants = [v for v in gap.VARIANTS if not (lockstep and v == "generate")]
+    gap.main(["--model", "tiny_random", "--tokens", "6", "--repeats", "2", "--threads", "1",
+              "--variants", ",".join(variants), "--json", str(out)] + (["--lockstep"] if lockstep else []))
+    res = json.loads(out.read_text())
+    assert set(res["ms_per_forward"]) == set(variants)
+    assert all(res["tokens_equal"].values()), res["tokens_equal"]
+    assert all(v > 0 for v in res["ms_per_forward"].values())
+
+
+def test_lockstep_refuses_generate():
+    with pytest.raises(SystemExit):
+        gap.main(["--model", "tiny_random", "--lockstep", "--variants", "engine,generate"])
