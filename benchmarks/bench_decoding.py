@@ -8,7 +8,8 @@ Pairs measured on the same prompts, same weights (the same `engine.model` object
 
 Methods run interleaved per prompt (after one short warm-up each), their order rotating with
 every prompt and repeat (before 2026-12-03 it was fixed: the first method always ran right after
-the previous prompt's last), so machine drift and order effects hit all of them alike. Columns, per method over all prompts and repeats:
+the previous prompt's last), so machine drift and order effects hit all of them alike.
+Columns, per method over all prompts and repeats:
 
     tok/s        sum of new tokens / sum of wall seconds (prefill included, prompt not counted)
     x greedy     tok/s divided by our first plain greedy method's (`greedy`, or `greedy@static`)

@@ -37,62 +37,37 @@ VARIANTS = ["engine", "raw", "raw+mask", "raw-nograd", "static", "generate"]
 
 
 def run_variant(name, eng, st, ids, n):
-    """-> (tokens, seconds of the n - 1 decode forwards)."""
+    """-> (tokens, seconds of the n - 1 decode forwards): a whole chain of one variant."""
+    clock = time.perf_counter
+    if name != "generate":
+        s = Stepper(name, eng, st, ids)
+        t0 = clock()
+        for _ in range(n - 1):
+            s.step()
+        return s.out, clock() - t0
     from transformers import DynamicCache
 
     model = eng.model
-    clock = time.perf_counter
-    if name in ("engine", "static"):
-        e = eng if name == "engine" else st
-        e.reset()
-        with torch.inference_mode():
-            tok = int(e.forward(ids, last_only=True).argmax())
-            out, t0 = [tok], clock()
-            for _ in range(n - 1):
-                tok = int(e.forward([tok], last_only=True).argmax())
-                out.append(tok)
-        return out, clock() - t0
-    if name == "generate":
-        times, start = [], [0.0]
-        pre = model.register_forward_pre_hook(lambda m, a: start.__setitem__(0, clock()))
-        post = model.register_forward_hook(lambda m, a, o: times.append(clock() - start[0]))
-        try:
-            x = torch.tensor([ids])
-            res = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=n,
-                                 min_new_tokens=n, pad_token_id=0, cache=DynamicCache(config=model.config))
-        finally:
-            pre.remove()
-            post.remove()
-        return res[0, len(ids):].tolist(), sum(times[1:])
-    ctx = torch.no_grad if name == "raw-nograd" else torch.inference_mode
-    cache = DynamicCache(config=model.config)
-    with ctx():
+    times, start = [], [0.0]
+    pre = model.register_forward_pre_hook(lambda m, a: start.__setitem__(0, clock()))
+    post = model.register_forward_hook(lambda m, a, o: times.append(clock() - start[0]))
+    try:
         x = torch.tensor([ids])
-        kw = {}
-        if name == "raw+mask":
-            kw = {"attention_mask": torch.ones_like(x), "position_ids": torch.arange(len(ids))[None]}
-        o = model(input_ids=x, cache=cache, use_cache=True, logits_to_keep=1, **kw)
-        tok = int(o.logits[0, -1].float().argmax())
-        out, t0 = [tok], clock()
-        L = len(ids)
-        for _ in range(n - 1):
-            x = torch.tensor([[tok]])
-            if name == "raw+mask":
-                kw = {"attention_mask": torch.ones(1, L + 1, dtype=torch.long), "position_ids": torch.tensor([[L]])}
-            o = model(input_ids=x, cache=cache, use_cache=True, **kw)
-            tok = int(o.logits[0, -1].float().argmax())
-            out.append(tok)
-            L += 1
-    return out, clock() - t0
+        res = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=n,
+                             min_new_tokens=n, pad_token_id=0, cache=DynamicCache(config=model.config))
+    finally:
+        pre.remove()
+        post.remove()
+    return res[0, len(ids):].tolist(), sum(times[1:])
 
 
 class Stepper:
-    """One variant's greedy chain, advanced one forward at a time (for --lockstep)."""
+    """One variant's greedy chain (not generate()), advanced one forward at a time."""
 
     def __init__(self, name, eng, st, ids):
         from transformers import DynamicCache
 
-        self.name, self.eng, self.st, self.L = name, eng, st, len(ids)
+        self.name, self.eng, self.L = name, eng, len(ids)
         self.e = eng if name == "engine" else st if name == "static" else None
         self.cache = None if self.e else DynamicCache(config=eng.model.config)
         if self.e:
@@ -102,7 +77,8 @@ class Stepper:
     def _call(self, ids, prefill=False):
         if self.e is not None:
             with torch.inference_mode():
-                return int(self.e.forward(ids, last_only=True).argmax())
+                self.last = self.e.forward(ids, last_only=True)  # the latest logits (tests compare them)
+            return int(self.last.argmax())
         ctx = torch.no_grad if self.name == "raw-nograd" else torch.inference_mode
         x, kw = torch.tensor([ids]), {}
         if self.name == "raw+mask":
@@ -113,7 +89,8 @@ class Stepper:
             o = self.eng.model(input_ids=x, cache=self.cache, use_cache=True, logits_to_keep=1, **kw)
         if not prefill:
             self.L += 1
-        return int(o.logits[0, -1].float().argmax())
+        self.last = o.logits[0, -1].float()
+        return int(self.last.argmax())
 
     def step(self):
         self.out.append(self._call([self.out[-1]]))

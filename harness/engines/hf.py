@@ -466,8 +466,6 @@ class HFEngine(TokenizerText):
         key = self._ensure_prefix(prompt_ids)
         uniq: dict[tuple, int] = {}
         rows = [uniq.setdefault(tuple(int(t) for t in s), len(uniq)) for s in suffixes]
-        if list(uniq) == [()]:  # N samples of the bare prompt: B copies of its KV, no row selection
-            return self.fork_class(self, self._prefix[1], self._prefix[2], len(key), [[] for _ in rows])
         fork = self.fork_class(self, self._prefix[1], self._prefix[2], len(key), [list(u) for u in uniq])
         if len(uniq) < len(rows):  # repeated suffixes (N samples of one state) are fed once
             fork.select(rows)

@@ -39,7 +39,6 @@ def process(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_
 
 SPARSE_VOCAB = 4096   # above this vocabulary size, truncated sampling sorts only the top candidates
 NUCLEUS_PROBES = (64, 1024)  # candidates looked at for a nucleus, smallest first (then the whole vocabulary)
-NUCLEUS_PROBE = NUCLEUS_PROBES[-1]
 
 
 def sparse_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
