@@ -34,7 +34,7 @@ class ScriptedSearch:
     @staticmethod
     def _child(parent: Candidate, text: str) -> Candidate:
         done = text.endswith(".")
-        return parent.child([ord(c) for c in text], text, done, done, 0.0)
+        return parent.child([ord(c) for c in text], text, done, done)
 
     def extend(self, parents, whole=False, stop_first=False):
         key = parents[0].text

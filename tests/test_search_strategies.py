@@ -83,7 +83,7 @@ class Scripted(StepSampler):
             eos = text.endswith("$")
             toks = list(text.encode()) + ([EOS] if eos else [])
             self.generated += len(toks)
-            out.append(p.child(toks, text, eos, eos, 0.0))
+            out.append(p.child(toks, text, eos, eos))
         return out
 
 

@@ -81,3 +81,22 @@ def test_sample_rows_frequencies():
     assert chi2 < 16.3  # 3 degrees of freedom at most: p = 0.001
     # a broken nucleus (keeping the last token too) would put ~2% of draws on token 3
     assert int((draws == 3).sum()) == 0
+
+
+@pytest.mark.parametrize("V", [P.TOP_BLOCK * 300, P.TOP_BLOCK * 300 + 77])  # a tail that fills no block
+@pytest.mark.parametrize("m", [1, 7, 64])
+def test_top_m_equals_topk(V, m):
+    """top_m (block maxima, then a top-m over the m best blocks) returns torch.topk's values,
+    with ids that hold them, also when the largest values crowd into one block, sit in the tail,
+    or tie across blocks."""
+    g = torch.Generator().manual_seed(V + m)
+    x = torch.randn(5, V, generator=g)
+    x[1, 256:256 + 64] += 20.0  # row 1: the top values all in two neighbouring blocks
+    x[2, -40:] += 20.0  # row 2: in the last block or the tail
+    x[3, :: P.TOP_BLOCK] = 9.0  # row 3: a tie at the top of every block
+    x[4] = torch.round(x[4] * 2) / 2  # row 4: many ties everywhere
+    vals, ids = P.top_m(x, m)
+    ref = torch.topk(x, m, dim=-1)
+    assert torch.equal(vals, ref.values)
+    assert torch.equal(x.gather(1, ids), vals)
+    assert all(len(set(r)) == m for r in ids.tolist())  # distinct tokens

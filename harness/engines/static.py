@@ -99,10 +99,14 @@ class StaticEngine(HFEngine):
         self._layers_fn = torch.compile(self._layers, dynamic=True) if self.compiled else self._layers
 
     # ------------------------------------------------------------------ state
-    def new_kv(self, batch: int = 1, capacity: int | None = None) -> _StaticKV:
+    def new_kv(self, batch: int = 1, capacity: int | None = None, zero: bool = True) -> _StaticKV:
+        """Per-layer [batch, kv_heads, capacity, head_dim] key and value buffers. zero=False
+        leaves them uninitialised (a fork's: every slot is written before any query reads it),
+        which spares zeroing and touching the pages of slots never filled."""
         shape = (batch, self.n_kv, self.max_len if capacity is None else capacity, self.head_dim)
         kw = dict(dtype=self.model.dtype, device=self.device)
-        return _StaticKV([_Slots(torch.zeros(shape, **kw), torch.zeros(shape, **kw))
+        new = torch.zeros if zero else torch.empty
+        return _StaticKV([_Slots(new(shape, **kw), new(shape, **kw))
                           for _ in range(int(self.model.config.num_hidden_layers))])
 
     def reset(self) -> None:
@@ -253,7 +257,7 @@ class StaticFork(Fork):
     writes one slot per row in place instead of concatenating every layer's B-row cache."""
 
     def _init_cache(self, prompt_cache, B: int, P: int) -> None:
-        self.kv = self.engine.new_kv(batch=B, capacity=max(2 * P, P + 256))
+        self.kv = self.engine.new_kv(batch=B, capacity=max(2 * P, P + 256), zero=False)
         for i, layer in enumerate(prompt_cache.layers):
             self.kv.layers[i].keys[:, :, :P] = layer.keys
             self.kv.layers[i].values[:, :, :P] = layer.values
@@ -264,16 +268,21 @@ class StaticFork(Fork):
         cap = self.kv.layers[0].keys.shape[2]
         if need <= cap:
             return
-        new = self.engine.new_kv(batch=self.kv.layers[0].keys.shape[0], capacity=max(need, 2 * cap))
+        new = self.engine.new_kv(batch=self.kv.layers[0].keys.shape[0], capacity=max(need, 2 * cap), zero=False)
         for old, nw in zip(self.kv.layers, new.layers):
             nw.keys[:, :, :self.filled] = old.keys[:, :, :self.filled]
             nw.values[:, :, :self.filled] = old.values[:, :, :self.filled]
         self.kv = self.cache = new
 
     def _select_cache(self, idx: torch.Tensor) -> None:
+        """Rows `idx` into new buffers of the same capacity; only the filled slots are copied."""
         idx = idx.to(self.engine.device)
-        for s in self.kv.layers:
-            s.keys, s.values = s.keys.index_select(0, idx), s.values.index_select(0, idx)
+        new = self.engine.new_kv(batch=len(idx), capacity=self.kv.layers[0].keys.shape[2], zero=False)
+        S = self.filled
+        for old, nw in zip(self.kv.layers, new.layers):
+            torch.index_select(old.keys[:, :, :S], 0, idx, out=nw.keys[:, :, :S])
+            torch.index_select(old.values[:, :, :S], 0, idx, out=nw.values[:, :, :S])
+        self.kv = self.cache = new
 
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, q_allowed: torch.Tensor) -> torch.Tensor:
         e = self.engine

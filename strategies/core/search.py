@@ -37,7 +37,6 @@ class Candidate:
     texts: list[str] = field(default_factory=list)  # decoded text of each step
     finished: bool = False  # EOS emitted or the token budget reached
     eos: bool = False
-    logprob: float = 0.0  # sum of the policy's log-probabilities (temperature 1) of its tokens
     scores: list[float] = field(default_factory=list)  # scorer's per-step scores (when scored)
 
     @property
@@ -48,9 +47,8 @@ class Candidate:
     def text(self) -> str:
         return "".join(self.texts)
 
-    def child(self, step: list[int], text: str, eos: bool, finished: bool, logprob: float) -> "Candidate":
-        return Candidate(self.steps + [step], self.texts + [text], finished, eos, self.logprob + logprob,
-                         list(self.scores))
+    def child(self, step: list[int], text: str, eos: bool, finished: bool) -> "Candidate":
+        return Candidate(self.steps + [step], self.texts + [text], finished, eos, list(self.scores))
 
 
 class StepSampler:
@@ -84,7 +82,6 @@ class StepSampler:
         rows = list(range(len(parents)))  # live row -> parent index
         toks: list[list[int]] = [[] for _ in parents]
         texts = [""] * len(parents)
-        lps = [0.0] * len(parents)
         ended = [False] * len(parents)
         eos = [False] * len(parents)
         room = [max_new_tokens - len(p.tokens) for p in parents]
@@ -92,23 +89,19 @@ class StepSampler:
             raise ValueError("a parent already fills the token budget")
         while rows:
             logits = fork.logits  # [live, V]
-            if self.ban_eos:
-                logits = logits.clone()
+            if self.ban_eos:  # in place: this fork's logits are the sampler's own
                 logits[:, sorted(eos_ids)] = float("-inf")
             if self.sampling.greedy:
                 nxt = logits.argmax(-1)
             else:
                 sp = self.sampling
                 nxt = P.sample_rows(logits, rng, sp.temperature, sp.top_k, sp.top_p, sp.min_p, sp.top_h)
-            # log p(chosen) without materialising a [rows, V] log-softmax: logit - logsumexp
-            lp = logits.gather(1, nxt.reshape(-1, 1)).reshape(-1) - torch.logsumexp(logits, -1)
-            lp, chosen = lp.tolist(), nxt.tolist()
+            chosen = nxt.tolist()
             keep, feed = [], []
             first_eos = False
             for j, r in enumerate(rows):
                 t = chosen[j]
                 toks[r].append(t)
-                lps[r] += lp[j]
                 self.generated += 1
                 if t in eos_ids:
                     eos[r] = ended[r] = first_eos = True
@@ -136,7 +129,7 @@ class StepSampler:
         for r, par in enumerate(parents):
             text = self.decode([t for t in toks[r] if t not in eos_ids])
             full = len(par.tokens) + len(toks[r]) >= max_new_tokens
-            out.append(par.child(toks[r], text, eos[r], eos[r] or full, lps[r]))
+            out.append(par.child(toks[r], text, eos[r], eos[r] or full))
         return out
 
 
