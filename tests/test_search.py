@@ -83,6 +83,30 @@ def test_greedy_batched_samples_equal_greedy_decoding(eng):
     assert s.generated == sum(len(c.tokens) for c in out)
 
 
+def test_ban_eos_runs_every_row_to_the_budget_and_leaves_the_prompt_logits(eng):
+    """The benchmarks' ban_eos masks EOS in place on the fork's own logits: no row ever emits
+    one, every row reaches the budget, and the prompt's cached logits (shared by later forks of
+    the same prompt) keep their EOS values."""
+    eng.reset()
+    ref = alone(eng, PROMPT)
+    saved = eng.eos_ids
+    top = torch.topk(ref, 3).indices.tolist()  # make the likeliest tokens "EOS"
+    try:
+        eng.eos_ids = set(top)
+        eng.reset()
+        s = StepSampler(eng, SamplingParams(temperature=0.05, top_p=0.9))  # near-greedy: EOS first
+        s.ban_eos = True
+        out = s.extend(PROMPT, [Candidate()] * 4, torch.Generator().manual_seed(0), 12, whole=True)
+        assert all(len(c.tokens) == 12 and not set(c.tokens) & set(top) and not c.eos for c in out)
+        again = eng.fork(PROMPT, [[]] * 2)  # the cached prompt prefill, reused
+        assert torch.allclose(again.logits[0], ref, atol=1e-5)
+        s.ban_eos = False
+        out = s.extend(PROMPT, [Candidate()] * 4, torch.Generator().manual_seed(0), 12, whole=True)
+        assert any(c.eos for c in out)  # without the ban these tokens are drawn
+    finally:
+        eng.eos_ids = saved
+
+
 def test_steps_end_at_blank_lines(eng):
     # "ab\n\ncd" as bytes: the first step must end right after the blank line
     script = list(b"ab\n\ncd\n\nef")

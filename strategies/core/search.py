@@ -90,7 +90,8 @@ class StepSampler:
         while rows:
             logits = fork.logits  # [live, V]
             if self.ban_eos:  # in place: this fork's logits are the sampler's own
-                logits[:, sorted(eos_ids)] = float("-inf")
+                with torch.inference_mode():  # (the engine's outputs are inference tensors)
+                    logits[:, sorted(eos_ids)] = float("-inf")
             if self.sampling.greedy:
                 nxt = logits.argmax(-1)
             else:
