@@ -40,24 +40,25 @@ def process(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_
 SPARSE_VOCAB = 4096   # above this vocabulary size, truncated sampling sorts only the top candidates
 NUCLEUS_PROBES = (64, 1024)  # candidates looked at for a nucleus, smallest first (then the whole vocabulary)
 TOP_BLOCK = 128  # top_m's block size
+_OFFSETS = torch.arange(TOP_BLOCK)
 
 
 def top_m(x: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`torch.topk(x, m, dim=-1)` for rows x [B, V] (values sorted, largest first; the same values,
     and the same ids unless values tie), in two small passes instead of one over all V: the
-    per-row maxima of blocks of TOP_BLOCK tokens (an `amax`, ~20x cheaper than a top-k here), the
+    per-row maxima of blocks of TOP_BLOCK tokens (an `amax`, far cheaper than a top-k on CPU), the
     m blocks with the largest maxima, then a top-m over those m blocks' tokens (plus the tail that
     does not fill a block). Exact: a block holding one of the m largest values has a maximum at
     least that large, so it is among the m chosen (or every block with that maximum is, and with
-    it every tie). 4.1x faster than one top-64 over 152k Qwen logits for 8 rows (1.0 -> 0.25 ms
-    here); falls back to `torch.topk` where the blocks would not be fewer than the tokens."""
+    it every tie). A top-64 of 8 rows here: 152k vocabulary 1.2-1.3 -> 0.5-0.6 ms, 49k 0.4-0.5 ->
+    0.3-0.45 ms. Falls back to `torch.topk` where there are fewer than 4m blocks."""
     B, V = x.shape
     nb = V // TOP_BLOCK
     if nb < 4 * m:
         return torch.topk(x, m, dim=-1)
     head = x[:, : nb * TOP_BLOCK].reshape(B, nb, TOP_BLOCK)
     blocks = torch.topk(head.amax(-1), m, dim=-1, sorted=False).indices  # [B, m]
-    ids = (blocks.unsqueeze(-1) * TOP_BLOCK + torch.arange(TOP_BLOCK)).reshape(B, m * TOP_BLOCK)
+    ids = (blocks.unsqueeze(-1) * TOP_BLOCK + _OFFSETS).reshape(B, m * TOP_BLOCK)
     if nb * TOP_BLOCK < V:
         ids = torch.cat([ids, torch.arange(nb * TOP_BLOCK, V).expand(B, -1)], dim=1)
     vals, j = torch.topk(x.gather(1, ids), m, dim=-1)
@@ -77,7 +78,7 @@ def sparse_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
     the whole support: None if a row's top 1024 carry less than top_p, or if logits tie at the
     k-th value (process keeps every tie)."""
     B, V = logits.shape
-    if V <= SPARSE_VOCAB or temperature == 0 or (top_p >= 1.0 and not top_k):
+    if V <= SPARSE_VOCAB or temperature == 0 or (top_p >= 1.0 and not top_k) or top_p <= 0.0:
         return None
     x = logits / temperature if temperature != 1.0 else logits
     probes = [min(V, top_k)] if top_k else sorted({min(V, m) for m in NUCLEUS_PROBES})
@@ -91,12 +92,10 @@ def sparse_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
         else:  # the nucleus is cut from the largest probabilities, as process sorts them
             p, ids = top_m(full, m)
         if top_p < 1.0:
-            before = torch.cumsum(p, dim=-1) - p
-            if not top_k and m < V and bool((before[:, -1] + p[:, -1] < top_p).any()):
+            cum = torch.cumsum(p, dim=-1)
+            if not top_k and m < V and float(cum[:, -1].min()) < top_p:
                 continue  # some nucleus reaches past this probe: a larger one, or the whole vocabulary
-            drop = before >= top_p
-            drop[:, 0] = False
-            p = p.masked_fill(drop, 0.0)
+            p = p.masked_fill(cum - p >= top_p, 0.0)  # the mass above the first token is 0 < top_p: kept
         if min_p > 0.0:
             p = p.masked_fill(p < min_p * p[:, :1], 0.0)
         return p / p.sum(-1, keepdim=True), ids

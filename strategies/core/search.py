@@ -96,7 +96,10 @@ class StepSampler:
                 nxt = logits.argmax(-1)
             else:
                 sp = self.sampling
-                nxt = P.sample_rows(logits, rng, sp.temperature, sp.top_k, sp.top_p, sp.min_p, sp.top_h)
+                if sp.temperature != 1.0:  # tempered in place (no [rows, V] copy): the fork's logits are ours
+                    with torch.inference_mode():
+                        logits.div_(sp.temperature)
+                nxt = P.sample_rows(logits, rng, 1.0, sp.top_k, sp.top_p, sp.min_p, sp.top_h)
             chosen = nxt.tolist()
             keep, feed = [], []
             first_eos = False
