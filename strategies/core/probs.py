@@ -58,9 +58,9 @@ def top_m(x: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.topk(x, m, dim=-1)
     head = x[:, : nb * TOP_BLOCK].reshape(B, nb, TOP_BLOCK)
     blocks = torch.topk(head.amax(-1), m, dim=-1, sorted=False).indices  # [B, m]
-    ids = (blocks.unsqueeze(-1) * TOP_BLOCK + _OFFSETS).reshape(B, m * TOP_BLOCK)
+    ids = (blocks.unsqueeze(-1) * TOP_BLOCK + _OFFSETS.to(x.device)).reshape(B, m * TOP_BLOCK)
     if nb * TOP_BLOCK < V:
-        ids = torch.cat([ids, torch.arange(nb * TOP_BLOCK, V).expand(B, -1)], dim=1)
+        ids = torch.cat([ids, torch.arange(nb * TOP_BLOCK, V, device=x.device).expand(B, -1)], dim=1)
     vals, j = torch.topk(x.gather(1, ids), m, dim=-1)
     return vals, ids.gather(1, j)
 
