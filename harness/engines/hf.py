@@ -281,7 +281,12 @@ class HFEngine(TokenizerText):
     def _restricted_logits(self, h: torch.Tensor) -> torch.Tensor:
         """float32 CPU [n, V] logits of normed hidden states h [n, d]: the restricted rows, -inf elsewhere."""
         buf, Wb, n = self._head
-        sub = torch.nn.functional.linear(h, Wb[:n]).float().cpu()
+        self._timing._enter(None, None)  # the head's rows are model weights: model time
+        try:
+            sub = torch.nn.functional.linear(h, Wb[:n])
+        finally:
+            self._timing._leave(None, None, None)
+        sub = sub.float().cpu()  # the copy and the -inf fill are the engine's own (outside) time
         out = torch.full((h.shape[0], self.vocab_size), float("-inf"))
         out[:, buf[:n]] = sub
         return out

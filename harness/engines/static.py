@@ -212,11 +212,13 @@ class StaticEngine(HFEngine):
         self._timing._enter(None, None)
         try:
             h = _rms(h, self.model.model.norm.weight, self.eps)
-            if self._head is not None:  # restrict_head (drafting): the restricted rows, -inf elsewhere
-                return torch.stack([self._restricted_logits(r) for r in h])
-            return F.linear(h, self.model.lm_head.weight).float().cpu()
+            if self._head is None:
+                out = F.linear(h, self.model.lm_head.weight)
         finally:
             self._timing._leave(None, None, None)
+        if self._head is not None:  # restrict_head (drafting): the restricted rows (timed there), -inf elsewhere
+            return torch.stack([self._restricted_logits(r) for r in h])
+        return out.float().cpu()  # outside the model's time, as HFEngine's copy of transformers' logits
 
     @torch.inference_mode()
     def forward(self, ids: Sequence[int] | torch.Tensor | None = None, *, tree: torch.Tensor | None = None,
@@ -312,9 +314,10 @@ class StaticFork(Fork):
                 cos, sin = cos[:, None].to(h.dtype), sin[:, None].to(h.dtype)
                 mask = q_allowed.to(e.device)[:, None]  # [B, 1, M, S + M]
                 out, _ = e._layers_fn(h, cos, sin, mask, 0, e.num_layers, S, (), self.kv)
-                logits = F.linear(_rms(out, e.model.model.norm.weight, e.eps), e.model.lm_head.weight).float().cpu()
+                logits = F.linear(_rms(out, e.model.model.norm.weight, e.eps), e.model.lm_head.weight)
             finally:
                 e._timing._leave(None, None, None)
+            logits = logits.float().cpu()  # outside the model's time, as the default fork's
         self.filled = S + M
         e.forwards += 1
         return logits
