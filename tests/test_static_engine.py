@@ -133,6 +133,40 @@ def test_fork_and_batches_on_the_static_engine(engines):
     assert torch.allclose(a.last_logits_batch([[1, 2], [3]]), b.last_logits_batch([[1, 2], [3]]), **TOL)
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_fused_projections_are_the_models_own_weights(arch):
+    """q / k / v and gate / up run as one matmul each over the model's OWN storage: its parameters
+    become row views of the fused blocks (nothing held twice), a second engine over the same model
+    reuses them, and an in-place update of the model's weights (load_state_dict) reaches the static
+    engine, whose logits still equal HFEngine's."""
+    from harness.engines.static import StaticEngine
+
+    a = tiny_spec("tiny-hf", seed=0, arch=arch).load()
+    bytes_before = sum(p.numel() * p.element_size() for p in a.model.parameters())
+    b = StaticEngine(a.model, a.tokenizer, "tiny-static", "float32", max_len=64)
+    for i, layer in enumerate(a.model.model.layers):
+        _, wqkv, bqkv, *_rest = b._w[i]
+        wgu = b._w[i][6]
+        at, mlp = layer.self_attn, layer.mlp
+        assert at.q_proj.weight.data_ptr() == wqkv.data_ptr() and mlp.gate_proj.weight.data_ptr() == wgu.data_ptr()
+        for w, big in ((at.k_proj.weight, wqkv), (at.v_proj.weight, wqkv), (mlp.up_proj.weight, wgu)):
+            assert w.untyped_storage().data_ptr() == big.untyped_storage().data_ptr()
+        assert (bqkv is None) == (arch == "llama")
+        if bqkv is not None:
+            assert at.v_proj.bias.untyped_storage().data_ptr() == bqkv.untyped_storage().data_ptr()
+    assert sum(p.numel() * p.element_size() for p in a.model.parameters()) == bytes_before
+    c = StaticEngine(a.model, a.tokenizer, "tiny-static-2", "float32", max_len=64)
+    assert c._w[0][1].data_ptr() == b._w[0][1].data_ptr() and c._w[0][1].shape == b._w[0][1].shape
+    a.model.load_state_dict(tiny_spec("tiny-other", seed=3, arch=arch).load().model.state_dict())
+    prompt = list(range(30, 45))
+    for e in (a, b, c):
+        e.reset()
+    ref = a.forward(prompt)
+    assert torch.allclose(ref, b.forward(prompt), **TOL) and torch.allclose(ref, c.forward(prompt), **TOL)
+    ref = a.forward([3])
+    assert torch.allclose(ref, b.forward([3]), **TOL) and torch.allclose(ref, c.forward([3]), **TOL)
+
+
 def test_max_len_and_bad_layouts():
     b = ModelSpec(name="tiny-static", tiny={**TINY, "seed": 0}, engine="static", max_len=16).load()
     b.forward(list(range(10)))
