@@ -120,8 +120,9 @@ class DySpec(TreeSpeculation):
     name = "dyspec"
 
     def __init__(self, draft, node_budget: int = 16, max_children: int = 8, expand_batch: int = 1,
-                 sampling=None):
+                 sampling=None, draft_vocab: int = 0):
         super().__init__(sampling)
+        self.set_draft_vocab(draft_vocab)
         if node_budget < 1 or max_children < 1 or expand_batch < 1:
             raise ConfigError("dyspec: node_budget, max_children and expand_batch must be >= 1")
         self.draft, self.node_budget, self.max_children, self.expand_batch = draft, node_budget, max_children, expand_batch

@@ -22,8 +22,9 @@ from strategies.core.base import TreeSpeculation
 class RSD(TreeSpeculation):
     name = "rsd"
 
-    def __init__(self, draft, branching=(2, 2, 1), max_nodes: int = 0, sampling=None):
+    def __init__(self, draft, branching=(2, 2, 1), max_nodes: int = 0, sampling=None, draft_vocab: int = 0):
         super().__init__(sampling)
+        self.set_draft_vocab(draft_vocab)
         branching = [int(b) for b in branching]
         if not branching or min(branching) < 1 or max_nodes < 0:
             raise ConfigError(f"rsd: branching must be a non-empty list of ints >= 1 and max_nodes >= 0, got "

@@ -105,8 +105,9 @@ def stochastic_beam_tree(root_q: torch.Tensor, expand, width: int, depth: int, r
 class RSDSBS(RSD):
     name = "rsd_sbs"
 
-    def __init__(self, draft, beam_width: int = 3, beam_depth: int = 4, max_nodes: int = 0, sampling=None):
-        super().__init__(draft, branching=(1,), max_nodes=max_nodes, sampling=sampling)
+    def __init__(self, draft, beam_width: int = 3, beam_depth: int = 4, max_nodes: int = 0, sampling=None,
+                 draft_vocab: int = 0):
+        super().__init__(draft, branching=(1,), max_nodes=max_nodes, sampling=sampling, draft_vocab=draft_vocab)
         if beam_width < 1 or beam_depth < 1:
             raise ConfigError(f"rsd_sbs: beam_width and beam_depth must be >= 1, got {beam_width}, {beam_depth}")
         self.beam_width, self.beam_depth = int(beam_width), int(beam_depth)

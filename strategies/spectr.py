@@ -20,8 +20,9 @@ from strategies.core.trees import TreeDrafter
 class SpecTr(TreeSpeculation):
     name = "spectr"
 
-    def __init__(self, draft, num_drafts: int = 3, draft_len: int = 3, sampling=None):
+    def __init__(self, draft, num_drafts: int = 3, draft_len: int = 3, sampling=None, draft_vocab: int = 0):
         super().__init__(sampling)
+        self.set_draft_vocab(draft_vocab)
         if num_drafts < 1 or draft_len < 1:
             raise ConfigError("spectr: num_drafts and draft_len must be >= 1")
         self.draft, self.num_drafts, self.draft_len = draft, num_drafts, draft_len

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from harness.errors import ConfigError
 from harness.decoding import DecodingState, Prompt
 from harness.trace import Trace
 from strategies.core import probs as P
@@ -171,13 +172,34 @@ class TreeSpeculation(Strategy):
     default recursive rejection sampling over siblings) and drops the draft's tree slots."""
 
     needs = frozenset({"rollback", "tree_mask"})
+    draft_vocab = 0  # > 0: the draft's LM head over ids < N + the prompt's / output's ids (strategies/core/drafters.py)
+
+    def set_draft_vocab(self, draft_vocab: int) -> None:
+        if int(draft_vocab) < 0:
+            raise ConfigError(f"{self.name}: draft_vocab must be >= 0 (0 = the full head), got {draft_vocab}")
+        self.draft_vocab = int(draft_vocab)
+
+    def params(self) -> dict:
+        out = super().params()
+        if not self.draft_vocab:  # off: not in the rows (old rows and their config hashes keep theirs)
+            out.pop("draft_vocab", None)
+        return out
 
     def decode(self, state: DecodingState) -> None:
+        from strategies.core.drafters import ChainDrafter
+
         tree = T.TreeDrafter(state.draft, self.sampling)
-        while not state.done:
-            new = self.step(state, tree)
-            tree.finish()
-            state.emit(new)
+        head = ChainDrafter(state.draft, self.sampling, self.draft_vocab)  # only its restricted head
+        head.begin(state)
+        try:
+            while not state.done:
+                new = self.step(state, tree)
+                tree.finish()
+                if self.draft_vocab:  # tokens the target emitted become proposable
+                    state.draft.extend_head(new)
+                state.emit(new)
+        finally:
+            head.end()
 
     def step(self, state: DecodingState, tree: "T.TreeDrafter") -> list[int]:
         tokens, parents, qmap = self.draft_tree(state, tree)
