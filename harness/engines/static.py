@@ -7,6 +7,9 @@ as `HFEngine`; what differs is the single-sequence path every strategy runs on:
   writes its n new keys and values into slots length .. length + n - 1 in place (no concatenation,
   no reallocation). `rollback(n)` only moves the length back (the slots are overwritten later),
   `keep()` copies the kept tree slots down in place.
+- q / k / v and gate / up are one matmul each (`_fuse`: the model's parameters become row views of
+  the fused blocks, nothing is held twice); short blocks' grouped-query attention is packed
+  (PACK_MAX_QUERIES below).
 - The decoder is driven directly, layer by layer, with the model's own weight tensors (F.linear,
   an inline RMSNorm computed as transformers does, the model's rotary module for cos / sin, and
   PyTorch's SDPA over the first length + n slots): no mask builder, no cache objects, no output
@@ -46,9 +49,10 @@ class _StaticKV:
         self.layers = layers
 
 
-# Grouped-query attention for short blocks (decode steps, drafts, trees, forks): PyTorch's CPU SDPA
-# with enable_gqa costs ~0.2-2 ms per layer for ONE query (8-12x the packed form here, measured on
-# Qwen / SmolLM2 head shapes); long blocks (prefill) keep enable_gqa.
+# Grouped-query attention for short blocks (decode steps, drafts, trees, forks) runs as G * n queries
+# per kv head (transformers' `pack_gqa` for one query, generalised): PyTorch's CPU SDPA with
+# enable_gqa costs 5-10x the packed form for ONE query in bf16 here (fp32: 1-2x; measured on Qwen /
+# SmolLM2 head shapes, 0.2-2 ms per layer at batch 8); long blocks (prefill) keep enable_gqa.
 PACK_MAX_QUERIES = 16
 
 
