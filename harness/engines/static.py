@@ -51,8 +51,8 @@ class _StaticKV:
 
 # Grouped-query attention for short blocks (decode steps, drafts, trees, forks) runs as G * n queries
 # per kv head (transformers' `pack_gqa` for one query, generalised): PyTorch's CPU SDPA with
-# enable_gqa costs 5-10x the packed form for ONE query in bf16 here (fp32: 1-2x; measured on Qwen /
-# SmolLM2 head shapes, 0.2-2 ms per layer at batch 8); long blocks (prefill) keep enable_gqa.
+# enable_gqa costs 3-10x the packed form for ONE query in bf16 here (fp32: 1-2x; isolated timings on
+# Qwen / SmolLM2 head shapes, up to ~2 ms per layer at batch 8); long blocks (prefill) keep enable_gqa.
 PACK_MAX_QUERIES = 16
 
 
