@@ -6,9 +6,15 @@
             state.emit([self.sampling.next_token(logits, state.rng)])
 
 The state owns the engines (reset at the start of the example), the token budget, the EOS ids,
-the sequence (prompt + emitted tokens), the RNG and the counters; `finish()` turns it into the
-`Trace` whose `row_fields()` the runner writes. Remaining budget, finish reason and the
-attribution of forwards live here once, not in every strategy.
+the stop strings, the sequence (prompt + emitted tokens), the RNG and the counters; `finish()`
+turns it into the `Trace` whose `row_fields()` the runner writes. Remaining budget, finish reason
+and the attribution of forwards live here once, not in every strategy.
+
+Stop strings (lm-eval's `until`): `done` turns true once the decoded output contains one (checked
+on a window of the newest tokens, so a step costs a short decode, not the whole output); `finish`
+cuts the tokens after the one that completes the first stop string (`stop_index`, on the full
+decode) and sets finish = "stop"; the runner cuts the text before it (`cut_text`). A lossless
+method stops at the same token as greedy, since its tokens are greedy's.
 """
 
 from __future__ import annotations
@@ -23,6 +29,29 @@ from harness.trace import Trace
 if TYPE_CHECKING:
     from harness.engines.base import Engine
 
+STOP_MARGIN = 4  # extra tokens before a stop string's length in the windowed check (multi-byte characters)
+
+
+def cut_text(text: str, stops) -> str:
+    """`text` before the earliest occurrence of any stop string (all of it when none occurs)."""
+    hits = [i for i in (text.find(s) for s in stops or ()) if i >= 0]
+    return text[: min(hits)] if hits else text
+
+
+def stop_index(decode, tokens: list[int], stops) -> int | None:
+    """The index of the token that completes the first stop string: the smallest i with a stop
+    string in decode(tokens[: i + 1]) (found by bisection: a prefix's text only grows), or None."""
+    if not stops or not tokens or not any(s in decode(tokens) for s in stops):
+        return None
+    lo, hi = 0, len(tokens) - 1  # the answer is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if any(s in decode(tokens[: mid + 1]) for s in stops):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -34,6 +63,7 @@ class Prompt:
     messages: list[dict] | str | None = None
     nbest: list[str] | None = None  # N-best hypotheses (HyPoradise), best first
     context: list[str] | None = None  # source texts an extractive answer comes from (QA documents)
+    stop: tuple[str, ...] = ()  # stop strings (task.prompting.stop): the output ends where one appears
 
     @property
     def sources(self) -> list[str]:
@@ -74,6 +104,10 @@ class DecodingState:
             self._snap.append(e.counters() if e is not None else (0, 0))
         self.seq = list(self.prompt.ids)
         self.trace.budget = self.budget
+        self.stops = tuple(self.prompt.stop or ())
+        self._stop_seen = 0  # emitted tokens already checked for a stop string
+        self._stop_back = max((len(s) for s in self.stops), default=0) + STOP_MARGIN
+        self.stopped = False  # a stop string appeared in the output
 
     # ------------------------------------------------------------------ reading
     @property
@@ -96,8 +130,20 @@ class DecodingState:
 
     @property
     def done(self) -> bool:
-        """The budget is full or the last emitted tokens hold an EOS."""
-        return self.trace.done(self.target.eos_ids, self.budget)
+        """The budget is full, the last emitted tokens hold an EOS, or the output holds a stop string."""
+        return self.trace.done(self.target.eos_ids, self.budget) or self._stop_check()
+
+    def _stop_check(self) -> bool:
+        """Whether a stop string has appeared: the tokens emitted since the last check, decoded with
+        the longest stop string's length (+ STOP_MARGIN) of tokens before them."""
+        if self.stopped or not self.stops:
+            return self.stopped
+        toks = self.trace.tokens
+        if len(toks) > self._stop_seen:
+            text = self.target.decode(toks[max(0, self._stop_seen - self._stop_back):])
+            self._stop_seen = len(toks)
+            self.stopped = any(s in text for s in self.stops)
+        return self.stopped
 
     @property
     def extra(self) -> dict:
@@ -122,9 +168,21 @@ class DecodingState:
         self.trace.record_tree_verification(parents, accepted)
 
     def finish(self) -> Trace:
-        """The example's Trace: this example's forwards, cut at the first EOS or the budget."""
+        """The example's Trace: this example's forwards, cut at the first EOS, stop string or the budget."""
         t, (t0, d0) = self.trace, self._snap
         t.target_forwards = self.target.forwards - t0[0]
         t.target_tokens_fed = self.target.tokens_fed - t0[1]
         t.draft_forwards = (self.draft.forwards - d0[0] if self.draft is not None else 0) + self.self_draft_forwards
-        return t.finish_with(self.target.eos_ids, self.budget)
+        return t.finish_with(self.target.eos_ids, self.budget, stop_at=self._stop_at())
+
+    def _stop_at(self) -> int | None:
+        """Where the output's first stop string ends (a token index), on the exact full decode, within
+        the tokens the EOS and the budget keep."""
+        if not self.stops:
+            return None
+        toks = self.trace.tokens[: self.budget]
+        for i, tok in enumerate(toks):
+            if tok in self.target.eos_ids:
+                toks = toks[:i]
+                break
+        return stop_index(self.target.decode, toks, self.stops)

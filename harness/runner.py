@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from harness import metrics, provenance
-from harness.decoding import Prompt
+from harness.decoding import Prompt, cut_text, stop_index
 from harness.errors import ConfigError
 from harness.store import RowWriter, read_rows, row_key
 
@@ -44,6 +44,9 @@ def config_hash(cfg: DictConfig) -> str:
         if strategy.get("draft_lookup") == 0:
             strategy.pop("draft_lookup")
             strategy.pop("draft_lookup_k", None)
+    prompting = (c.get("task") or {}).get("prompting") if isinstance(c.get("task"), dict) else None
+    if isinstance(prompting, dict) and not prompting.get("stop", None):  # no stop strings (configs from before them)
+        prompting.pop("stop", None)
     for dotted in NON_SEMANTIC:
         node = c
         *path, leaf = dotted.split(".")
@@ -327,7 +330,8 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
            "dtype": info["model_spec"]["dtype"], **info["row_labels"], "error": None}
     try:
         ids, messages = task.prompt_ids(target, ex)
-        prompt = Prompt(ids, messages, **task.prompt_structure(ex))
+        stops = task.stop_strings
+        prompt = Prompt(ids, messages, stop=stops, **task.prompt_structure(ex))
         row["prompt_hash"] = provenance.stable_hash(prompt.ids)[:16]
         row["prompt_messages"] = messages  # what the model read, auditable without re-loading the task
         row["gold"] = _gold(task, ex)
@@ -345,7 +349,9 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
         inside = model_seconds(target, draft) - m0
         if rc.get("paired_baseline") and not greedy_first:
             base = _paired_greedy(target, prompt, rc)
-        text = target.decode(trace.tokens)
+        if stops:
+            cut_at_stop(trace, target, stops)  # strategies that bypass DecodingState.finish (dLLM canvases)
+        text = cut_text(target.decode(trace.tokens), stops)
         stats = task.score(ex, text)
         row.update({"output_text": text, "extracted": stats.get("extracted"), "quality": stats.get("quality"),
                     "score": stats, "wall_s": wall, **trace.row_fields(t0),
@@ -355,7 +361,7 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
         parts = method_memory(strategy, draft)
         row.update({"method_bytes": int(sum(parts.values())), "method_memory": parts})
         if base is not None:
-            btext = target.decode(base["tokens"])
+            btext = cut_text(target.decode(base["tokens"]), stops)
             bstats = task.score(ex, btext)
             same = list(base["tokens"]) == list(trace.tokens)
             diff = next((i for i, (a, b) in enumerate(zip(base["tokens"], trace.tokens)) if a != b),
@@ -376,7 +382,7 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
             row["paired_speedup"] = ((len(trace.tokens) / wall) / (len(base["tokens"]) / base["wall_s"])
                                      if wall > 0 and base["tokens"] and base["wall_s"] > 0 else None)
         if trace.candidates:  # multi-output methods (beams, superposed drafts): every output, best first
-            cands = row["candidates"] = [target.decode(c) for c in trace.candidates]
+            cands = row["candidates"] = [cut_text(target.decode(c), stops) for c in trace.candidates]
             qs = row["candidate_quality"] = [task.score(ex, c).get("quality") for c in cands]
             qs = [q for q in qs if q is not None]
             lower = metrics.lower_is_better(info.get("quality_direction"))
@@ -390,6 +396,21 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
                 "cpu": info["cpu"], "gpu": info["gpu"], "device": str(target.device), "batch_size": 1,
                 "max_new_tokens": rc.max_new_tokens, "peak_rss_mb": peak_rss_mb(), "timestamp": time.time()})
     return row
+
+
+def cut_at_stop(trace, target, stops) -> None:
+    """Cut a finished trace after the token completing its first stop string (finish = "stop"),
+    unless it was cut there already."""
+    if trace.finish == "stop":
+        return
+    toks = list(trace.tokens)
+    for i, t in enumerate(toks):
+        if t in target.eos_ids:
+            toks = toks[:i]
+            break
+    i = stop_index(target.decode, toks, stops)
+    if i is not None:
+        trace.tokens, trace.finish = list(trace.tokens[: i + 1]), "stop"
 
 
 def model_seconds(*engines) -> float:

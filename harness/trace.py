@@ -74,12 +74,18 @@ class Trace:
                 "accepted": self.accepted, "verifications": self.verifications,
                 "accept_hist": {str(k): v for k, v in sorted(self.accept_hist.items())}, "extra": self.extra}
 
-    def finish_with(self, eos_ids, max_new_tokens: int) -> "Trace":
-        """Cut at the first EOS or at the budget; set `finish`. Accepted drafts that the cut
-        removes (the last step's tokens past an EOS or the budget) are taken out of the counts."""
+    def finish_with(self, eos_ids, max_new_tokens: int, stop_at: int | None = None) -> "Trace":
+        """Cut at the first EOS, after the token `stop_at` (the one completing a stop string: see
+        harness/decoding.py) or at the budget, whichever comes first; set `finish` ("eos", "stop",
+        "length"). Accepted drafts that the cut removes (the last step's tokens past the cut) are
+        taken out of the counts."""
         before = len(self.tokens)
         self.finish = "length"
         for i, t in enumerate(self.tokens):
+            if stop_at is not None and i == stop_at and i < max_new_tokens:
+                self.tokens = self.tokens[: i + 1]
+                self.finish = "stop"
+                break
             if t in eos_ids:
                 self.tokens = self.tokens[: i + 1]
                 self.finish = "eos"

@@ -22,6 +22,7 @@ PROMPTING = {
     "chat_template": True,     # apply the model's chat template (false: plain text, lm-eval's layout)
     "system_prompt": None,     # a system message before everything else (null = none)
     "num_fewshot": 0,          # train-split exemplars before the question (first n, lm-eval's first_n)
+    "stop": [],                # stop strings (lm-eval's `until`): the output ends where one appears
 }
 
 
@@ -47,7 +48,19 @@ class Task:
         n = self.prompting["num_fewshot"]
         if not isinstance(n, int) or n < 0:
             raise ConfigError(f"task {self.name}: prompting.num_fewshot must be an integer >= 0, got {n!r}")
+        stop = self.prompting["stop"]
+        stop = [stop] if isinstance(stop, str) else stop
+        if stop is None:
+            stop = []
+        if not isinstance(stop, (list, tuple)) or not all(isinstance(x, str) and x for x in stop):
+            raise ConfigError(f"task {self.name}: prompting.stop must be a list of non-empty strings, got {stop!r}")
+        self.prompting["stop"] = list(stop)
         self._shots = None
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """The stop strings every prompt carries (`task.prompting.stop`; empty = none)."""
+        return tuple(self.prompting["stop"])
 
     def load(self) -> list[dict]:
         raise NotImplementedError

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from harness.decoding import cut_text
 from harness.errors import ConfigError, UndecidableComparison
 from scorers.base import AGGREGATES, aggregate
 from strategies.core import probs as P
@@ -59,6 +60,7 @@ class StepSampler:
         self.generated = 0  # tokens sampled so far (all rows)
         self.on_token = None  # progress callback, called once per batched forward
         self.ban_eos = False  # benchmarks: every row runs to the budget (equal tokens vs a peer)
+        self.stops: tuple[str, ...] = ()  # stop strings (task.prompting.stop): a row reaching one ends, as at EOS
 
     def token_text(self, t: int) -> str:
         return self.engine.token_text(t)
@@ -85,6 +87,9 @@ class StepSampler:
         ended = [False] * len(parents)
         eos = [False] * len(parents)
         room = [max_new_tokens - len(p.tokens) for p in parents]
+        stops = tuple(self.stops or ())
+        back = max((len(x) for x in stops), default=0) + 16
+        tails = [p.text[-back:] for p in parents] if stops else None  # a stop string may begin in the parent's text
         if min(room) <= 0:
             raise ValueError("a parent already fills the token budget")
         while rows:
@@ -110,7 +115,11 @@ class StepSampler:
                 if t in eos_ids:
                     eos[r] = ended[r] = first_eos = True
                     continue
-                texts[r] += self.token_text(t)
+                piece = self.token_text(t)
+                texts[r] += piece
+                if stops and any(x in (tails[r] + texts[r])[-(back + len(piece)):] for x in stops):
+                    eos[r] = ended[r] = first_eos = True  # the answer is complete (its text is cut at the stop later)
+                    continue
                 if len(toks[r]) >= room[r] or len(toks[r]) >= self.max_step_tokens and not whole:
                     ended[r] = True
                     continue
@@ -132,6 +141,8 @@ class StepSampler:
         out = []
         for r, par in enumerate(parents):
             text = self.decode([t for t in toks[r] if t not in eos_ids])
+            if stops and eos[r]:
+                text = cut_text(text, stops)
             full = len(par.tokens) + len(toks[r]) >= max_new_tokens
             out.append(par.child(toks[r], text, eos[r], eos[r] or full))
         return out
@@ -296,6 +307,7 @@ class Search:
         self.prompt, self.target, self.rng, self.budget = state.prompt, state.target, state.rng, state.budget
         self.question = state.prompt.question
         self.sampler = StepSampler(state.target, strategy.sampling, strategy.max_step_tokens)
+        self.sampler.stops = tuple(state.prompt.stop or ())
         sc = strategy.scorer
         self.scorer0 = (sc.calls, sc.tokens) if sc is not None else (0, 0)
         self.forwards0 = state.target_forwards_at_start
