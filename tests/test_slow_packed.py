@@ -68,6 +68,32 @@ def test_pld_equals_greedy(smol, prompts, greedy_out):
         assert s.generate(smol, p, N_TOK, torch.Generator()).tokens == ref
 
 
+def test_stop_strings_on_a_real_tokenizer(smol, prompts, greedy_out):
+    """Multi-character BPE tokens: greedy and pld stop at the same token, the one whose text
+    completes a stop string spanning three tokens of greedy's output (so a check that decodes only
+    the newest token misses it), and the cut text ends before it."""
+    from harness.decoding import Prompt, cut_text, stop_index
+
+    s = PromptLookup(k=10, max_ngram=2, sampling=SamplingParams(temperature=0.0))
+    checked = 0
+    for p, ref in zip(prompts, greedy_out):
+        text = smol.decode(ref)
+        spans = [smol.decode(ref[a:a + 3]).strip() for a in range(len(ref) // 3, len(ref) - 3)]
+        spans = [x for x in spans if len(x) >= 6 and (stop_index(smol.decode, ref, (x,)) or 0) >= len(ref) // 3 + 1]
+        if not spans:
+            continue
+        stop = spans[0]
+        j = stop_index(smol.decode, ref, (stop,))
+        assert j is not None and stop in smol.decode(ref[: j + 1]) and stop not in smol.decode(ref[:j])
+        g = Greedy().generate(smol, Prompt(p, stop=(stop,)), N_TOK, torch.Generator())
+        tr = s.generate(smol, Prompt(p, stop=(stop,)), N_TOK, torch.Generator())
+        assert g.tokens == tr.tokens == ref[: j + 1] and g.finish == tr.finish == "stop"
+        assert g.target_forwards == j + 1
+        assert cut_text(smol.decode(g.tokens), (stop,)) == text[: text.index(stop)]
+        checked += 1
+    assert checked >= 2
+
+
 # --------------------------------------------------------------------------- the Qwen pair (issue #4 methods)
 QWEN_METHODS = ["speculative", "specdec_pp", "specdec_pp_confidence", "smartspec", "spectr", "rsd", "rsd_sbs",
                 "dyspec"]
