@@ -141,3 +141,19 @@ def test_bad_stop_strings_refused_before_models_load(tmp_path, bad):
     with pytest.raises(ConfigError, match="prompting.stop must be a list of non-empty strings"):
         run(cfg_for(tmp_path, "task.limit=1", f"task.prompting.stop={bad}"))
     assert not run_dirs(tmp_path)
+
+
+def test_diffusion_canvas_cut_at_the_stop_in_the_runner(tmp_path):
+    """A dLLM strategy fills a fixed canvas outside DecodingState: the runner cuts its row."""
+    over = ["model=tiny_random_dllm", "strategy=dllm_topk", "strategy.k=4", "task.limit=2", "run.max_new_tokens=16"]
+    run(cfg_for(tmp_path / "a", *over))
+    rows = read_rows(run_dirs(tmp_path / "a")[0] / "rows.jsonl")
+    toks = [t for t in rows[0]["output_tokens"] if t < 256]
+    stop, j = _stop_in(toks, ByteTokenizer(260).decode, lo=2)
+    cfg = cfg_for(tmp_path / "b", *over)
+    cfg.task.prompting.stop = [stop]
+    run(cfg)
+    r = read_rows(run_dirs(tmp_path / "b")[0] / "rows.jsonl")[0]
+    assert r["finish"] == "stop" and stop not in r["output_text"]
+    assert r["output_text"] == rows[0]["output_text"][: rows[0]["output_text"].index(stop)]
+    assert ByteTokenizer(260).decode(r["output_tokens"]).endswith(stop)  # cut after the completing token
