@@ -53,6 +53,16 @@ def stop_index(decode, tokens: list[int], stops) -> int | None:
     return lo
 
 
+def stop_before_eos(decode, tokens: list[int], stops, eos_ids, budget: int | None = None) -> int | None:
+    """`stop_index` within the tokens that the budget and the first EOS keep."""
+    toks = list(tokens[:budget] if budget is not None else tokens)
+    for i, tok in enumerate(toks):
+        if tok in eos_ids:
+            toks = toks[:i]
+            break
+    return stop_index(decode, toks, stops)
+
+
 @dataclass(frozen=True)
 class Prompt:
     """One prompt in every shape a strategy may need: the token ids the target reads, the chat
@@ -180,9 +190,4 @@ class DecodingState:
         the tokens the EOS and the budget keep."""
         if not self.stops:
             return None
-        toks = self.trace.tokens[: self.budget]
-        for i, tok in enumerate(toks):
-            if tok in self.target.eos_ids:
-                toks = toks[:i]
-                break
-        return stop_index(self.target.decode, toks, self.stops)
+        return stop_before_eos(self.target.decode, self.trace.tokens, self.stops, self.target.eos_ids, self.budget)

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from harness import metrics, provenance
-from harness.decoding import Prompt, cut_text, stop_index
+from harness.decoding import Prompt, cut_text, stop_before_eos
 from harness.errors import ConfigError
 from harness.store import RowWriter, read_rows, row_key
 
@@ -403,12 +403,7 @@ def cut_at_stop(trace, target, stops) -> None:
     unless it was cut there already."""
     if trace.finish == "stop":
         return
-    toks = list(trace.tokens)
-    for i, t in enumerate(toks):
-        if t in target.eos_ids:
-            toks = toks[:i]
-            break
-    i = stop_index(target.decode, toks, stops)
+    i = stop_before_eos(target.decode, trace.tokens, stops, target.eos_ids)
     if i is not None:
         trace.tokens, trace.finish = list(trace.tokens[: i + 1]), "stop"
 
