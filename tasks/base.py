@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import ConfigError
@@ -49,10 +50,8 @@ class Task:
         if not isinstance(n, int) or n < 0:
             raise ConfigError(f"task {self.name}: prompting.num_fewshot must be an integer >= 0, got {n!r}")
         stop = self.prompting["stop"]
-        stop = [stop] if isinstance(stop, str) else stop
-        if stop is None:
-            stop = []
-        if not isinstance(stop, (list, tuple)) or not all(isinstance(x, str) and x for x in stop):
+        stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
+        if not isinstance(stop, Sequence) or not all(isinstance(x, str) and x for x in stop):  # a ListConfig too
             raise ConfigError(f"task {self.name}: prompting.stop must be a list of non-empty strings, got {stop!r}")
         self.prompting["stop"] = list(stop)
         self._shots = None
