@@ -131,6 +131,7 @@ class ModelSpec:
     engine: str = "hf"  # hf (transformers forward + DynamicCache) | static (preallocated KV, our own forward)
     max_len: int = 4096  # engine=static: KV slots preallocated per layer (prompt + generation + drafts)
     compile: bool = False  # engine=static: torch.compile the decoder stack (first calls pay the compilation)
+    logits_on_device: bool = False  # forward / fork logits stay on the model's device (a GPU); sampling on a generator there
 
     def __post_init__(self):
         if isinstance(self.pack, dict) or (self.pack is not None and not isinstance(self.pack, Pack)):
@@ -152,6 +153,8 @@ class ModelSpec:
             raise ConfigError(f"model '{self.name}': engine={self.engine} is for autoregressive models")
         if self.engine == "static" and int(self.max_len) < 1:
             raise ConfigError(f"model '{self.name}': max_len must be a positive number of KV slots")
+        if self.logits_on_device and self.kind != "autoregressive":
+            raise ConfigError(f"model '{self.name}': logits_on_device is for autoregressive models")
         if self.kind == "diffusion" and self.pack:
             raise ConfigError(f"model '{self.name}': the offline packs hold autoregressive models, not diffusion LMs")
 
@@ -164,6 +167,8 @@ class ModelSpec:
             out["sha256"] = self.pack.sha256
         if self.engine != "hf":
             out["engine"] = self.engine + ("+compile" if self.compile else "")
+        if self.logits_on_device:
+            out["logits_on_device"] = True
         return out
 
     def identity(self) -> str:
@@ -318,6 +323,8 @@ class ModelSpec:
         else:
             eng = HFEngine(model, tok, name=self.name, dtype=self.dtype)
         eng.bidirectional_prompt = bool(self.bidirectional_prompt)
+        if self.logits_on_device:
+            eng.logits_on_device(True)
         return eng
 
     def _load_diffusion(self, torch_dtype):

@@ -37,6 +37,8 @@ def config_hash(cfg: DictConfig) -> str:
         if isinstance(node, dict) and node.get("engine", "hf") == "hf":
             for key in ("engine", "max_len", "compile"):
                 node.pop(key, None)
+        if isinstance(node, dict) and not node.get("logits_on_device", False):
+            node.pop("logits_on_device", None)  # logits copied to the CPU (configs from before the option)
     strategy = c.get("strategy")
     if isinstance(strategy, dict):  # drafting options at their off value (configs from before them exist)
         if strategy.get("draft_vocab") == 0:
@@ -162,8 +164,33 @@ def check_paradigm(strategy, model_spec) -> None:
                           f"{have} model (use {hint})")
 
 
+def device_logit_strategies() -> list[str]:
+    """The strategy YAMLs whose class declares `device_logits` (model.logits_on_device)."""
+    import importlib
+    import re
+
+    out = []
+    for p in sorted((ROOT / "conf" / "strategy").glob("*.yaml")):
+        m = re.search(r"^_target_:\s*(\S+)", p.read_text(), re.M)
+        if m:
+            mod, _, cls = m.group(1).rpartition(".")
+            try:
+                if getattr(getattr(importlib.import_module(mod), cls), "device_logits", False):
+                    out.append(p.stem)
+            except (ImportError, AttributeError):
+                continue
+    return out
+
+
 def check_static(strategy, model_spec) -> None:
     """Device and capability checks from the configs alone, before any folder or weight."""
+    if getattr(model_spec, "logits_on_device", False) and not getattr(strategy, "device_logits", False):
+        raise ConfigError(f"strategy {strategy.name} does its arithmetic on CPU copies of the logits; "
+                          f"model.logits_on_device=true is supported by {', '.join(device_logit_strategies())} "
+                          f"(use model.logits_on_device=false)")
+    if strategy.draft is not None and getattr(strategy.draft, "logits_on_device", False):
+        raise ConfigError(f"strategy {strategy.name}: a draft model's logits are read on the CPU "
+                          f"(set strategy.draft.logits_on_device=false)")
     for spec in (model_spec, strategy.draft):
         if spec is None:
             continue
@@ -327,7 +354,8 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
     row = {"run": info["run"], "config_hash": info["config_hash"], "example_id": ex["id"], "sample": s,
            "seed": seed, "task": info["task"], "task_version": info["task_version"],
            "strategy": info["strategy"], "model": info["model"], "model_name": info["model_name"],
-           "dtype": info["model_spec"]["dtype"], **info["row_labels"], "error": None}
+           "dtype": info["model_spec"]["dtype"], **info["row_labels"],
+           "rng_device": str(getattr(target, "logits_device", "cpu")), "error": None}  # the sampler's generator
     try:
         ids, messages = task.prompt_ids(target, ex)
         stops = task.stop_strings
@@ -339,7 +367,7 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
         if prefix:
             row["assistant_prefix"] = prefix  # prefilled: the output continues it
         row["prompt_tokens"] = len(prompt.ids)
-        rng = torch.Generator().manual_seed(seed)
+        rng = torch.Generator(device=row["rng_device"]).manual_seed(seed)  # where the logits are
         greedy_first = bool(rc.get("paired_baseline")) and seed % 2 == 1  # interleaved: half the examples each way
         base = _paired_greedy(target, prompt, rc) if greedy_first else None
         m0 = model_seconds(target, draft)

@@ -75,22 +75,40 @@ class ModelTimer:
         import time
 
         self.engine, self.depth, self.t0, self.clock = engine, 0, 0.0, time.perf_counter
+        # On a GPU the model's kernels run asynchronously: without a synchronisation at the edges
+        # their time would be charged to whatever waits for them next (the logits' copy, a
+        # sampler's .item()), i.e. to the harness. So the device is synchronised when the
+        # outermost model call starts (work queued before it is not the model's) and ends.
+        dev = next(model.parameters()).device
+        self.sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
         mods = [model, getattr(model, "model", None), getattr(model, "lm_head", None)]
         base = getattr(model, "model", None)
         mods += list(getattr(base, "layers", []) or []) + [getattr(base, "norm", None)]
+        self.handles = []
         for m in mods:
             if isinstance(m, torch.nn.Module):
-                m.register_forward_pre_hook(self._enter)
-                m.register_forward_hook(self._leave, always_call=True)  # also when a forward raises
+                self.handles.append(m.register_forward_pre_hook(self._enter))
+                self.handles.append(m.register_forward_hook(self._leave, always_call=True))  # also when a forward raises
+
+    def remove(self) -> None:
+        """Take the hooks off the model (a second engine over the same weights that times its own
+        calls, e.g. engine=static in a benchmark, so the first engine's calls are not hooked twice)."""
+        for h in self.handles:
+            h.remove()
+        self.handles = []
 
     def _enter(self, module, args):
         if self.depth == 0:
+            if self.sync is not None:
+                self.sync()
             self.t0 = self.clock()
         self.depth += 1
 
     def _leave(self, module, args, output):
         self.depth -= 1
         if self.depth == 0:
+            if self.sync is not None:
+                self.sync()
             self.engine.model_s += self.clock() - self.t0
 
 
@@ -115,6 +133,10 @@ class HFEngine(TokenizerText):
         self.name = name
         self.dtype = dtype
         self.device = next(model.parameters()).device
+        # where forward / fork logits come back: the CPU (default: one sampler, one CPU generator,
+        # identical rows on every device) or, with `logits_on_device(True)`, the model's device
+        # (a GPU keeps them there; sampling then needs a generator on that device)
+        self.logits_device = torch.device("cpu")
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.num_layers = int(model.config.num_hidden_layers)
         self.hidden_size = int(model.config.hidden_size)
@@ -136,6 +158,19 @@ class HFEngine(TokenizerText):
         self.model_s = 0.0  # seconds spent inside the model's modules (every caller: forks, judges, heads)
         self._timing = ModelTimer(self, model)
         self.reset()
+
+    def logits_on_device(self, on: bool = True) -> None:
+        """Keep `forward`'s and forks' float32 logits on the model's device instead of copying
+        them to the CPU (`model.logits_on_device`). Only strategies whose whole sampling path is
+        device-agnostic run on it (`Strategy.device_logits`); their generator must live on
+        `self.device` (the runner makes it so). The other outputs (`head`, batches, hidden
+        states, `score_suffixes`) stay on the CPU."""
+        self.logits_device = self.device if on else torch.device("cpu")
+        self._prefix = None  # a fork's cached prompt logits sit where the logits went before
+
+    def _out(self, logits: torch.Tensor) -> torch.Tensor:
+        """The model's logits as the engine returns them: float32 on `logits_device`."""
+        return logits.float().to(self.logits_device)
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -173,10 +208,11 @@ class HFEngine(TokenizerText):
     def forward(self, ids: Sequence[int] | torch.Tensor | None = None, *, tree: torch.Tensor | None = None,
                 depths: torch.Tensor | None = None, hidden_layers: Sequence[int] = (),
                 last_only: bool = False, embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Feed `ids` after the cached prefix; return float32 CPU logits [n, V] (or [V] if last_only).
+        """Feed `ids` after the cached prefix; return float32 logits [n, V] (or [V] if last_only).
 
         Logits come back on the CPU whatever the device, so sampling with the runner's CPU
-        generator is identical on every device (the copy is one [n, V] row block per forward).
+        generator is identical on every device (the copy is one [n, V] row block per forward);
+        after `logits_on_device()` they stay on the model's device.
 
         tree: optional bool [n, n], tree[i, j] = token i may attend to new token j (ancestors
               and itself); every new token attends to the whole cached prefix. Or bool
@@ -216,7 +252,7 @@ class HFEngine(TokenizerText):
             if last_only and not hidden_layers:
                 kw["logits_to_keep"] = 1
             out = self.model(**x, cache=self.cache, use_cache=True, output_hidden_states=bool(hidden_layers), **kw)
-            logits = (out.logits[0, -1:] if last_only else out.logits[0]).float().cpu()
+            logits = self._out(out.logits[0, -1:] if last_only else out.logits[0])
         self.forwards += 1
         self.tokens_fed += n
         if hidden_layers:
@@ -286,9 +322,9 @@ class HFEngine(TokenizerText):
             sub = torch.nn.functional.linear(h, Wb[:n])
         finally:
             self._timing._leave(None, None, None)
-        sub = sub.float().cpu()  # the copy and the -inf fill are the engine's own (outside) time
-        out = torch.full((h.shape[0], self.vocab_size), float("-inf"))
-        out[:, buf[:n]] = sub
+        sub = self._out(sub)  # the copy and the -inf fill are the engine's own (outside) time
+        out = torch.full((h.shape[0], self.vocab_size), float("-inf"), device=sub.device)
+        out[:, buf[:n].to(sub.device)] = sub
         return out
 
     @torch.inference_mode()
@@ -436,7 +472,7 @@ class HFEngine(TokenizerText):
                 out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
             self.forwards += 1
             self.tokens_fed += len(key)
-            self._prefix = (key, cache, out.logits[0, -1].float().cpu())
+            self._prefix = (key, cache, self._out(out.logits[0, -1]))
         return key
 
     @torch.inference_mode()
@@ -561,7 +597,7 @@ class Fork:
             out = e.model(input_ids=ids.to(e.device), cache=self.cache, use_cache=True,
                           position_ids=pos.to(e.device), attention_mask=mask)
         e.forwards += 1
-        return out.logits.float().cpu()
+        return e._out(out.logits)
 
     @property
     def rows(self) -> int:
@@ -593,7 +629,7 @@ class Fork:
         lens = torch.tensor([len(x) for x in seqs])
         M = int(lens.max()) if B else 0
         if M == 0:
-            return torch.zeros(B, 0, self.logits.shape[-1])
+            return self.logits.new_zeros(B, 0, self.logits.shape[-1])
         new = torch.zeros(B, M, dtype=torch.bool)
         ids = torch.zeros(B, M, dtype=torch.long)
         for r, x in enumerate(seqs):

@@ -257,7 +257,7 @@ class StaticEngine(HFEngine):
             self._timing._leave(None, None, None)
         if self._head is not None:  # restrict_head (drafting): the restricted rows (timed there), -inf elsewhere
             return torch.stack([self._restricted_logits(r) for r in h])
-        return out.float().cpu()  # outside the model's time, as HFEngine's copy of transformers' logits
+        return self._out(out)  # outside the model's time, as HFEngine's copy of transformers' logits
 
     @torch.inference_mode()
     def forward(self, ids: Sequence[int] | torch.Tensor | None = None, *, tree: torch.Tensor | None = None,
@@ -266,32 +266,43 @@ class StaticEngine(HFEngine):
         """As HFEngine.forward (same arguments, same float32 CPU logits)."""
         if any(self._len[i] != self._len[0] for i in range(1, len(self._len))):
             raise ValueError("layers hold different cached lengths (call crop_to after forward_layers)")
-        if embeds is not None:
-            h = embeds.reshape(1, -1, embeds.shape[-1]).to(self.device, self.model.dtype)
-        else:
-            h = self.model.model.embed_tokens(torch.as_tensor(ids, dtype=torch.long, device=self.device).reshape(1, -1))
-        n, past = h.shape[1], self.length
-        if self.bidirectional_prompt and past == 0 and n > 1 and tree is None and depths is None:
-            tree = torch.ones(n, n, dtype=torch.bool)
-        d = torch.arange(n) if depths is None else torch.as_tensor(depths).reshape(-1).cpu()
-        allowed = tree_allowed(tree, past) if tree is not None else None
-        L = self.num_layers
-        want = tuple(i for i in hidden_layers if 0 < i < L)
-        out, kept = self._run(h, 0, L, past + d, allowed, want)
-        self.forwards += 1
-        self.tokens_fed += n
-        if hidden_layers:
-            final = None
-            self.hidden = {}
-            for i in hidden_layers:
-                if i == 0:
-                    self.hidden[i] = h[0]
-                elif i == L:
-                    final = _rms(out, self.model.model.norm.weight, self.eps) if final is None else final
-                    self.hidden[i] = final[0]
-                else:
-                    self.hidden[i] = kept[i][0]
-        logits = self._logits(out[:, -1:] if last_only else out)[0]
+        # one timed model call from the embedding to the head's matmul (on a GPU: one pair of
+        # synchronisations per forward, not one per part); the logits' copy stays outside
+        self._timing._enter(None, None)
+        try:
+            if embeds is not None:
+                h = embeds.reshape(1, -1, embeds.shape[-1]).to(self.device, self.model.dtype)
+            else:
+                h = self.model.model.embed_tokens(torch.as_tensor(ids, dtype=torch.long, device=self.device).reshape(1, -1))
+            n, past = h.shape[1], self.length
+            if self.bidirectional_prompt and past == 0 and n > 1 and tree is None and depths is None:
+                tree = torch.ones(n, n, dtype=torch.bool)
+            d = torch.arange(n) if depths is None else torch.as_tensor(depths).reshape(-1).cpu()
+            allowed = tree_allowed(tree, past) if tree is not None else None
+            L = self.num_layers
+            want = tuple(i for i in hidden_layers if 0 < i < L)
+            out, kept = self._run(h, 0, L, past + d, allowed, want)
+            self.forwards += 1
+            self.tokens_fed += n
+            if hidden_layers:
+                final = None
+                self.hidden = {}
+                for i in hidden_layers:
+                    if i == 0:
+                        self.hidden[i] = h[0]
+                    elif i == L:
+                        final = _rms(out, self.model.model.norm.weight, self.eps) if final is None else final
+                        self.hidden[i] = final[0]
+                    else:
+                        self.hidden[i] = kept[i][0]
+            x = out[:, -1:] if last_only else out
+            raw = None if self._head is not None else \
+                F.linear(_rms(x, self.model.model.norm.weight, self.eps), self.model.lm_head.weight)
+        finally:
+            self._timing._leave(None, None, None)
+        # outside the model's time, as HFEngine's copy of transformers' logits; a restricted head
+        # (drafting) computes its own rows (timed there) and fills -inf elsewhere
+        logits = (self._out(raw) if raw is not None else self._logits(x))[0]
         return logits[-1] if last_only else logits
 
     @torch.inference_mode()
@@ -356,7 +367,7 @@ class StaticFork(Fork):
                 logits = F.linear(_rms(out, e.model.model.norm.weight, e.eps), e.model.lm_head.weight)
             finally:
                 e._timing._leave(None, None, None)
-            logits = logits.float().cpu()  # outside the model's time, as the default fork's
+            logits = e._out(logits)  # outside the model's time, as the default fork's
         self.filled = S + M
         e.forwards += 1
         return logits

@@ -1,0 +1,203 @@
+"""Logits left on the model's device (`model.logits_on_device`, #17 item 6) and the model timer's
+device synchronisation.
+
+On this CPU-only machine the model's device IS the CPU, so these tests check the code path, the
+refusals and the bookkeeping; with `HARNESS_TEST_DEVICE=cuda` on a GPU the same tests check the
+logits really stay there (device asserts) and that sampling draws from the right distribution
+with a generator on the device.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness.errors import ConfigError
+from harness.runner import config_hash, prepare, run
+from harness.store import read_rows
+from strategies.core import probs as P
+from strategies.core.base import SamplingParams
+from strategies.core.search import Candidate, StepSampler
+from strategies.greedy import Greedy
+from strategies.sampling import Sampling
+from tests.conftest import DEVICE, tiny_spec
+from tests.helpers import cfg_for, run_dirs
+
+
+@pytest.fixture(scope="module")
+def engines():
+    from harness.engines.static import StaticEngine
+
+    hf = tiny_spec("tiny-dev", seed=0).load()
+    st = StaticEngine(tiny_spec("tiny-dev-s", seed=0).load().model, hf.tokenizer, "tiny-dev-s", "float32", max_len=256)
+    return {"hf": hf, "static": st}
+
+
+@pytest.mark.parametrize("kind", ["hf", "static"])
+def test_model_timer_synchronises_at_the_outermost_call_only(engines, kind):
+    """Two synchronisations per model call (its start and its end), none for the nested modules
+    (layers, norm, head): the hooks nest ~8 deep here. Without them a GPU's asynchronous kernels
+    would be charged to whatever waits next (the harness)."""
+    eng = engines[kind]
+    calls = []
+    old = eng._timing.sync
+    eng._timing.sync = lambda: calls.append(eng._timing.depth)
+    try:
+        eng.reset()
+        eng.forward([1, 2, 3, 4])
+        assert len(calls) == 2
+        fork = eng.fork([5, 6, 7], [[8], [9, 10]])
+        calls.clear()
+        fork.step([11, 12])
+        assert len(calls) == 2
+    finally:
+        eng._timing.sync = old
+    assert (old is None) == (torch.device(DEVICE).type != "cuda")  # only a GPU is synchronised
+
+
+@pytest.mark.parametrize("kind", ["hf", "static"])
+def test_logits_stay_on_the_device_and_equal_the_copied_ones(engines, kind):
+    eng = engines[kind]
+    eng.reset()
+    cpu = eng.forward([1, 2, 3, 4, 5])
+    cpu_fork = eng.fork([1, 2, 3], [[4], [4, 5]]).logits
+    eng.logits_on_device(True)
+    try:
+        assert eng.logits_device == eng.device
+        eng.reset()
+        dev = eng.forward([1, 2, 3, 4, 5])
+        fork = eng.fork([1, 2, 3], [[4], [4, 5]])
+        dev_fork = fork.logits
+        assert dev.device.type == dev_fork.device.type == eng.device.type and dev.dtype == torch.float32
+        assert cpu.device.type == cpu_fork.device.type == "cpu"
+        torch.testing.assert_close(dev.cpu(), cpu)
+        torch.testing.assert_close(dev_fork.cpu(), cpu_fork)
+        fork.step([6, 7])
+        fork.select([1])
+        assert fork.logits.device.type == eng.device.type and fork.logits.shape[0] == 1
+    finally:
+        eng.logits_on_device(False)
+    assert eng.logits_device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("kind", ["hf", "static"])
+def test_greedy_and_batched_sampling_run_on_device_logits(engines, kind):
+    """Greedy is the same token sequence either way; StepSampler's rows draw from device logits
+    with a device generator (on the CPU: the very same rows as with copied logits)."""
+    eng = engines[kind]
+    sp = SamplingParams(temperature=1.0, top_p=0.9)
+
+    def both():
+        g = Greedy().generate(eng, [1, 2, 3], 12, torch.Generator(device=eng.logits_device).manual_seed(0)).tokens
+        s = StepSampler(eng, sp)
+        eng.reset()
+        rows = s.extend([1, 2, 3], [Candidate()] * 4, torch.Generator(device=eng.logits_device).manual_seed(5),
+                        10, whole=True)
+        return g, [c.tokens for c in rows]
+
+    g_cpu, rows_cpu = both()
+    eng.logits_on_device(True)
+    try:
+        g_dev, rows_dev = both()
+    finally:
+        eng.logits_on_device(False)
+    assert g_dev == g_cpu and len(g_cpu) == 12
+    assert all(1 <= len(r) <= 10 for r in rows_dev)
+    if torch.device(DEVICE).type == "cpu":
+        assert rows_dev == rows_cpu
+
+
+def test_sampling_with_a_device_generator_draws_the_right_distribution(small_models):
+    """V = 4, one next-token distribution, 8,000 draws through the sampler with the logits and the
+    generator on the device: every frequency within 4.5 sigma of process()'s probability."""
+    target, _ = small_models
+    target.logits_on_device(True)
+    try:
+        target.reset()
+        logits = target.forward([1, 2, 3], last_only=True)
+        assert logits.device.type == target.device.type
+        sp = SamplingParams(temperature=1.0, top_p=0.85)
+        p = sp.probs(logits).cpu()
+        rng = torch.Generator(device=target.logits_device).manual_seed(0)
+        n = 8000
+        draws = P.sample_rows(logits.expand(n, -1).contiguous(), rng, 1.0, 0, 0.85).cpu()
+        one = [Sampling(sp).sampling.next_token(logits, rng) for _ in range(400)]
+    finally:
+        target.logits_on_device(False)
+    freq = torch.bincount(draws, minlength=4).double() / n
+    sigma = (p.double() * (1 - p.double()) / n).sqrt()
+    assert (p > 0.05).sum() >= 2  # an asymmetric, non-degenerate case
+    assert bool(((freq - p.double()).abs() <= 4.5 * sigma + 1e-9).all()), (freq, p)
+    assert all(p[t] > 0 for t in one)  # the one-token path never draws outside the nucleus
+
+
+def test_runner_rows_on_device_logits_and_the_identity(tmp_path):
+    over = ("task.limit=3", "strategy=sampling", "strategy.sampling.temperature=1.0", f"model.device={DEVICE}")
+    run(cfg_for(tmp_path / "a", *over))
+    run(cfg_for(tmp_path / "b", *over, "model.logits_on_device=true"))
+    (a,), (b,) = run_dirs(tmp_path / "a"), run_dirs(tmp_path / "b")
+    ra, rb = read_rows(a / "rows.jsonl"), read_rows(b / "rows.jsonl")
+    assert [r["rng_device"] for r in ra] == ["cpu"] * 3
+    assert [r["rng_device"] for r in rb] == [str(torch.device(DEVICE))] * 3 and all(not r["error"] for r in rb)
+    if torch.device(DEVICE).type == "cpu":  # same generator, same logits: the same rows
+        assert [r["output_tokens"] for r in ra] == [r["output_tokens"] for r in rb]
+    assert ra[0]["config_hash"] != rb[0]["config_hash"]  # a different sampler's generator: another run
+    meta = json.loads((b / "meta.json").read_text())
+    assert "logits_on_device" in json.dumps(meta)
+
+
+def test_default_placement_keeps_the_old_config_hash(tmp_path):
+    cfg = cfg_for(tmp_path)
+    h = config_hash(cfg)
+    from omegaconf import OmegaConf, open_dict
+
+    with open_dict(cfg):
+        del cfg.model["logits_on_device"]  # a config from before the option
+    assert config_hash(cfg) == h
+    OmegaConf.update(cfg, "model.logits_on_device", True, force_add=True)
+    assert config_hash(cfg) != h
+
+
+@pytest.mark.parametrize("strategy", ["speculative", "pld", "beam", "prm_beam_search"])
+def test_strategies_on_cpu_copies_are_refused_before_models_load(tmp_path, strategy):
+    with pytest.raises(ConfigError, match="model.logits_on_device=true is supported by .*greedy.*sampling"):
+        prepare(cfg_for(tmp_path, f"strategy={strategy}", "model.logits_on_device=true"))
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_device_logit_strategies_are_the_device_clean_ones():
+    from harness.runner import device_logit_strategies
+
+    names = set(device_logit_strategies())
+    assert {"greedy", "sampling", "best_of_n", "self_consistency"} <= names
+    assert "top_h" in names  # Top-H's mask is built on the logits' device
+    assert not names & {"speculative", "pld", "spectr", "beam", "a_star", "adadec", "dyspec", "rsd"}
+
+
+@pytest.mark.parametrize("kind", ["hf", "static"])
+def test_every_logits_path_honours_the_logits_device(engines, kind):
+    """With only the CPU here, point `logits_device` at PyTorch's meta device (the model still
+    runs on the CPU): every logits tensor the engine hands out must land there, so a path that
+    still copies to the CPU (forward, restricted head, the fork's prompt logits, step, feed,
+    select) fails on this machine too, not only on a GPU."""
+    eng = engines[kind]
+    eng.reset()
+    eng.logits_device = torch.device("meta")
+    try:
+        assert eng.forward([1, 2, 3]).device.type == "meta"
+        assert eng.forward([4], last_only=True).device.type == "meta"
+        eng.restrict_head([1, 2, 5, 9])
+        try:
+            assert eng.forward([5]).device.type == "meta"
+        finally:
+            eng.restrict_head(None)
+        fork = eng.fork([1, 2, 3], [[4], [4, 5]])
+        assert fork.logits.device.type == "meta"
+        assert fork.step([6, 7]).device.type == "meta"
+        assert fork.feed([[1, 2], [3]]).device.type == "meta" and fork.logits.device.type == "meta"
+        fork.select([1, 1])
+        assert fork.logits.device.type == "meta" and fork.logits.shape[0] == 2
+    finally:
+        eng.logits_on_device(False)
