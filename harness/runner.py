@@ -164,33 +164,22 @@ def check_paradigm(strategy, model_spec) -> None:
                           f"{have} model (use {hint})")
 
 
-def device_logit_strategies() -> list[str]:
-    """The strategy YAMLs whose class declares `device_logits` (model.logits_on_device)."""
-    import importlib
-    import re
-
-    out = []
-    for p in sorted((ROOT / "conf" / "strategy").glob("*.yaml")):
-        m = re.search(r"^_target_:\s*(\S+)", p.read_text(), re.M)
-        if m:
-            mod, _, cls = m.group(1).rpartition(".")
-            try:
-                if getattr(getattr(importlib.import_module(mod), cls), "device_logits", False):
-                    out.append(p.stem)
-            except (ImportError, AttributeError):
-                continue
-    return out
+def make_generator(device: str, seed: int) -> torch.Generator:
+    """The example's seeded generator, on the device the engine's logits are on (a GPU's own
+    generator for `model.logits_on_device`: its draws differ from the CPU generator's)."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def check_static(strategy, model_spec) -> None:
     """Device and capability checks from the configs alone, before any folder or weight."""
-    if getattr(model_spec, "logits_on_device", False) and not getattr(strategy, "device_logits", False):
-        raise ConfigError(f"strategy {strategy.name} does its arithmetic on CPU copies of the logits; "
-                          f"model.logits_on_device=true is supported by {', '.join(device_logit_strategies())} "
-                          f"(use model.logits_on_device=false)")
-    if strategy.draft is not None and getattr(strategy.draft, "logits_on_device", False):
-        raise ConfigError(f"strategy {strategy.name}: a draft model's logits are read on the CPU "
-                          f"(set strategy.draft.logits_on_device=false)")
+    if getattr(model_spec, "logits_on_device", False) and not getattr(strategy, "device_logits", True):
+        raise ConfigError(f"strategy {strategy.name} does its arithmetic on CPU copies of the logits: "
+                          f"use model.logits_on_device=false")
+    if strategy.draft is not None and getattr(model_spec, "logits_on_device", False) and \
+            str(strategy.draft.device) != str(model_spec.device):
+        raise ConfigError(f"strategy {strategy.name}: with model.logits_on_device=true the draft's logits follow the "
+                          f"target's, so the draft must be on the target's device ({model_spec.device}), not "
+                          f"{strategy.draft.device}")
     for spec in (model_spec, strategy.draft):
         if spec is None:
             continue
@@ -292,6 +281,8 @@ def run(cfg: DictConfig, choices: dict | None = None) -> dict:
         if todo:
             target = model_spec.load()
             draft = strategy.draft.load() if strategy.draft is not None else None
+            if draft is not None and getattr(draft, "logits_device", None) is not None:
+                draft.logits_on_device(target.logits_device.type != "cpu")  # the draft's logits follow the target's
             check_engines(strategy, target, draft)
             strategy.setup(target, draft)
             if getattr(strategy, "search", False):
@@ -367,7 +358,7 @@ def _one(task, strategy, target, draft, ex, s, rc, info) -> dict:
         if prefix:
             row["assistant_prefix"] = prefix  # prefilled: the output continues it
         row["prompt_tokens"] = len(prompt.ids)
-        rng = torch.Generator(device=row["rng_device"]).manual_seed(seed)  # where the logits are
+        rng = make_generator(row["rng_device"], seed)  # where the logits are
         greedy_first = bool(rc.get("paired_baseline")) and seed % 2 == 1  # interleaved: half the examples each way
         base = _paired_greedy(target, prompt, rc) if greedy_first else None
         m0 = model_seconds(target, draft)

@@ -96,7 +96,7 @@ class AdaDec(Strategy):
                 pauses += 1
                 lp0 = torch.log_softmax(logits.float(), -1)
                 cands = torch.topk(logits, min(self.top_k, logits.shape[-1])).indices.tolist()
-                score = torch.tensor([float(lp0[c]) for c in cands])
+                score = torch.tensor([float(lp0[c]) for c in cands], device=lp0.device)
                 nodes = [tree.add(c, -1) for c in cands]
                 for j in range(L):
                     lg = tree.expand(nodes)

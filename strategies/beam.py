@@ -74,14 +74,14 @@ class Beam(Strategy):
         while True:
             logp = torch.log_softmax(fork.logits.float(), dim=-1)  # [rows, V]
             V = logp.shape[-1]
-            chosen = torch.zeros(V)  # times each token was chosen by earlier groups at this step
+            chosen = torch.zeros(V, device=logp.device)  # times each token was chosen by earlier groups at this step
             ends = t + 1 >= budget
             for g in range(G):
                 if not open_[g]:
                     live[g] = []
                     continue
                 rows = torch.as_tensor([r for _, _, r in live[g]])
-                scores = torch.as_tensor([s for s, _, _ in live[g]], dtype=torch.float32)
+                scores = torch.as_tensor([s for s, _, _ in live[g]], dtype=torch.float32, device=logp.device)
                 cand = logp[rows] + scores[:, None]  # [beams, V]: sequence log-probabilities
                 sel = cand - self.diversity * chosen if g and self.diversity else cand
                 k = min(K, sel.numel())

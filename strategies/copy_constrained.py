@@ -104,7 +104,7 @@ class CopyConstrained(Strategy):
                     state.emit([eos[0]])
                 break
             allowed_sum += n_allowed
-            masked = logits.masked_fill(~mask, float("-inf"))
+            masked = logits.masked_fill(~mask.to(logits.device), float("-inf"))
             tok = self.sampling.next_token(masked, state.rng)
             changed += int(not mask[int(logits.argmax())])
             state.emit([tok])

@@ -171,7 +171,7 @@ class DEL(Strategy):
         if self.sampling.greedy:
             score = (logits.argmax(-1) == torch.tensor(new)).float().sum(-1)
         else:
-            score = torch.minimum(self.sampling.probs(logits), p.unsqueeze(0)).sum(-1).sum(-1)
+            score = torch.minimum(self.sampling.probs(logits), p.to(logits.device).unsqueeze(0)).sum(-1).sum(-1)
         for x, sc in zip(layers, score.tolist()):
             hits[x] += sc
             seen[x] += m

@@ -97,7 +97,7 @@ def fuse(logits: torch.Tensor, g: torch.Tensor, strength: float, top: int = 50) 
     z = logits.float()
     p_max = float(torch.softmax(z, -1).max())
     t = torch.topk(z, min(top, z.shape[-1])).values
-    return z + strength * (1 - p_max) * float(t[0] - t[-1]) * g
+    return z + strength * (1 - p_max) * float(t[0] - t[-1]) * g.to(z.device)
 
 
 class GRAD(Strategy):

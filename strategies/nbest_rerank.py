@@ -43,7 +43,7 @@ class NBestRerank(Strategy):
         target.reset()
         logits = target.forward(full)  # [n, V] float32 CPU
         logp = torch.log_softmax(logits[k - 1:-1], dim=-1)
-        ids = torch.tensor(full[k:], dtype=torch.long)
+        ids = torch.tensor(full[k:], dtype=torch.long, device=logp.device)
         return float(logp.gather(1, ids[:, None]).sum()), len(full) - k
 
     def decode(self, state):

@@ -63,7 +63,7 @@ def sbs_children(q: torch.Tensor, phi: float, value: float, width: int, rng: tor
     if greedy:
         top, idx = torch.topk(logq, k)
         return [(phi + float(v), phi + float(v), int(i)) for v, i in zip(top, idx)]
-    u = torch.rand(q.shape, generator=rng, dtype=torch.float64).clamp_min(1e-300)
+    u = torch.rand(q.shape, generator=rng, dtype=torch.float64, device=q.device).clamp_min(1e-300)
     g = phi + logq - torch.log(-torch.log(u))  # -inf where q = 0
     top, idx = torch.topk(g, k)
     z = top[0]

@@ -12,7 +12,6 @@ from strategies.core.base import Strategy
 
 class Sampling(Strategy):
     name = "sampling"
-    device_logits = True  # argmax / sample over the logits where they are (model.logits_on_device)
 
     def decode(self, state):
         logits = state.target.forward(state.seq, last_only=True)  # prefill: [V]

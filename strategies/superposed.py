@@ -149,7 +149,7 @@ class Superposed(Strategy):
             lp = top_lp
             if a == 0:
                 return ids, lp
-            g = torch.from_numpy(lm.weighted_sum(ctx, ids, self.ngram_weights))
+            g = torch.from_numpy(lm.weighted_sum(ctx, ids, self.ngram_weights)).to(lp.device)
             if not bool((g > 0).any()):
                 return ids, (1 - a) * lp - self.penalty
             with np.errstate(divide="ignore"):
@@ -157,13 +157,14 @@ class Superposed(Strategy):
         if a == 0:
             return ids, top_lp
         ng = np.log(lm.prob(ctx, ids, self.ngram_weights, self.unigram_weight))
-        return ids, (1 - a) * top_lp + a * torch.from_numpy(ng)
+        return ids, (1 - a) * top_lp + a * torch.from_numpy(ng).to(top_lp.device)
 
     def _choose(self, keys: torch.Tensor, n: int, rng: torch.Generator) -> list[int]:
         """Indices of the n kept candidates (of those with a finite score), best first."""
         n = min(n, int(torch.isfinite(keys).sum()))
         if not self.sampling.greedy:
-            g = -torch.log(-torch.log(torch.rand(keys.shape, generator=rng, dtype=torch.float64).clamp_min(1e-300)))
+            g = -torch.log(-torch.log(torch.rand(keys.shape, generator=rng, dtype=torch.float64,
+                                                 device=keys.device).clamp_min(1e-300)))
             keys = keys + g
         return torch.topk(keys, n).indices.tolist()
 

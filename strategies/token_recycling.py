@@ -251,7 +251,7 @@ class TokenRecycling(Strategy):
         top = torch.topk(logits[last], k, dim=-1).indices.to(torch.int32)
         if k < WIDTH:
             top = torch.cat([top, torch.full((len(top), WIDTH - k), -1, dtype=torch.int32)], dim=1)
-        adj[uniq] = top
+        adj[uniq.to(adj.device)] = top.to(adj.device)  # the matrix lives on the CPU (it is small)
 
     def decode(self, state):
         target, s, rng, seq = state.target, self.sampling, state.rng, state.seq

@@ -153,7 +153,12 @@ def seeded_adapter(path: Path) -> Path:
     return path
 
 
-def collect(only: list[str] | None = None) -> dict:
+def collect(only: list[str] | None = None, extra: tuple[str, ...] = (), around=None) -> dict:
+    """Every case's rows. extra: overrides added to every case; around: a factory of a context
+    manager each run executes in (e.g. tests/fake_cuda.FakeCuda), which also skips the cases on
+    the diffusion model (its engine has no logits placement)."""
+    import contextlib
+
     import torch
     from hydra import compose, initialize_config_dir
 
@@ -167,6 +172,8 @@ def collect(only: list[str] | None = None) -> dict:
         head = constant_head(Path(tmp) / "head.pt")
         for key, over in cases():
             if only and key.split("|")[0] not in only:
+                continue
+            if around is not None and "model=tiny_random_dllm" in over:
                 continue
             if key.startswith("h2t_lora|"):
                 if "peaked" in key:
@@ -182,8 +189,9 @@ def collect(only: list[str] | None = None) -> dict:
             with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
                 cfg = compose("config", overrides=["model=tiny_random", "task=demo_arith", "task.limit=2",
                                                    f"run.results_dir={res}", "run.max_new_tokens=12",
-                                                   "run.progress=false", "run.baseline=null", *over])
-            run(cfg)
+                                                   "run.progress=false", "run.baseline=null", *over, *extra])
+            with (around() if around is not None else contextlib.nullcontext()):
+                run(cfg)
             (d,) = [p for p in res.iterdir() if (p / "rows.jsonl").exists()]
             rows = sorted(read_rows(d / "rows.jsonl"), key=lambda r: (r["example_id"], r["sample"]))
             out[key] = [_round({f: r.get(f) for f in FIELDS}) for r in rows]

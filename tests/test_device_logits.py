@@ -23,6 +23,7 @@ from strategies.core.search import Candidate, StepSampler
 from strategies.greedy import Greedy
 from strategies.sampling import Sampling
 from tests.conftest import DEVICE, tiny_spec
+from tests.fake_cuda import DeviceMix, FakeCuda
 from tests.helpers import cfg_for, run_dirs
 
 
@@ -160,20 +161,109 @@ def test_default_placement_keeps_the_old_config_hash(tmp_path):
     assert config_hash(cfg) != h
 
 
-@pytest.mark.parametrize("strategy", ["speculative", "pld", "beam", "prm_beam_search"])
-def test_strategies_on_cpu_copies_are_refused_before_models_load(tmp_path, strategy):
-    with pytest.raises(ConfigError, match="model.logits_on_device=true is supported by .*greedy.*sampling"):
-        prepare(cfg_for(tmp_path, f"strategy={strategy}", "model.logits_on_device=true"))
+def test_a_strategy_that_opts_out_is_refused_before_models_load(tmp_path, monkeypatch):
+    from strategies.speculative import Speculative
+
+    monkeypatch.setattr(Speculative, "device_logits", False)
+    with pytest.raises(ConfigError, match="speculative does its arithmetic on CPU copies.*logits_on_device=false"):
+        prepare(cfg_for(tmp_path, "strategy=speculative", "model.logits_on_device=true"))
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+    prepare(cfg_for(tmp_path, "strategy=speculative", "model@strategy.draft=tiny_random"))  # the default placement: accepted
 
 
-def test_device_logit_strategies_are_the_device_clean_ones():
-    from harness.runner import device_logit_strategies
+def test_a_draft_on_another_device_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="draft's logits follow the target's"):
+        prepare(cfg_for(tmp_path, "strategy=speculative", "model@strategy.draft=tiny_random", "model.logits_on_device=true",
+                        "strategy.draft.device=auto"))
 
-    names = set(device_logit_strategies())
-    assert {"greedy", "sampling", "best_of_n", "self_consistency"} <= names
-    assert "top_h" in names  # Top-H's mask is built on the logits' device
-    assert not names & {"speculative", "pld", "spectr", "beam", "a_star", "adadec", "dyspec", "rsd"}
+
+# ---------------------------------------------------------------------- a fake GPU on the CPU
+def test_the_fake_device_raises_where_a_gpu_would():
+    """tests/fake_cuda.py must be able to fail: each placement error a GPU raises, raised here."""
+    with FakeCuda() as m:
+        x = torch.randn(5).to("cuda")
+        assert x.device.type == "cuda" and (x * 2).device.type == "cuda" and x.cpu().device.type == "cpu"
+        assert (x + torch.tensor(1.0)).device.type == "cuda"  # a CPU scalar is fine
+        assert x[torch.tensor([0, 2])].device.type == "cuda"  # CPU indices are fine
+        assert torch.arange(5, device=x.device).device.type == "cuda"
+        for bad in (lambda: x + torch.ones(5), lambda: torch.cat([x, torch.ones(2)]),
+                    lambda: x.gather(0, torch.tensor([0])), lambda: x.numpy(),
+                    lambda: torch.multinomial(torch.softmax(x, -1), 1, generator=torch.Generator()),
+                    lambda: torch.multinomial(torch.softmax(x, -1), 1),
+                    lambda: torch.rand(3, device="cuda"),
+                    lambda: P.residual(torch.softmax(x, -1), torch.softmax(torch.randn(5), -1))):
+            with pytest.raises(DeviceMix):
+                bad()
+        g = m.cuda_generator(torch.Generator().manual_seed(0))
+        assert torch.multinomial(torch.softmax(x, -1), 1, generator=g).device.type == "cuda"
+
+
+@pytest.fixture
+def fake_gpu_runner(monkeypatch):
+    """The runner on a fake GPU: engines put their logits 'on cuda' and the example's generator
+    is registered as a cuda one with the current FakeCuda mode."""
+    import harness.runner as R
+    from harness.engines.hf import HFEngine
+
+    modes = []
+
+    def around():
+        modes.append(FakeCuda())
+        return modes[-1]
+
+    def on(self, flag=True):
+        self.logits_device = torch.device("cuda") if flag else torch.device("cpu")
+        self._prefix = None
+
+    def gen(device, seed):
+        g = torch.Generator().manual_seed(seed)
+        return modes[-1].cuda_generator(g) if device == "cuda" else g
+
+    monkeypatch.setattr(HFEngine, "logits_on_device", on)
+    monkeypatch.setattr(R, "make_generator", gen)
+    return around, modes
+
+
+def test_every_strategy_keeps_its_golden_rows_with_logits_on_a_fake_gpu(fake_gpu_runner):
+    """Every autoregressive strategy's golden cases (tests/golden.py: T = 0 and T = 1, perfect and
+    1-layer drafts, a peaked model) through the runner with model.logits_on_device=true, the
+    logits and the generator on a fake CUDA device: no placement error (a GPU would raise one)
+    and the SAME rows as recorded on the CPU (the fake computes on the CPU, same seeds)."""
+    from tests import golden
+    from tests.test_golden_rows import _diff
+
+    around, modes = fake_gpu_runner
+    got = golden.collect(extra=("model.logits_on_device=true",), around=around)
+    want = {k: v for k, v in json.loads(golden.GOLDEN.read_text()).items() if k in got}
+    assert len(got) >= 100 and set(got) == set(want)
+    errors = [f"{k}: {r['error']}" for k, rows in got.items() for r in rows if r.get("error")]
+    assert not errors, "\n".join(errors[:10])
+    bad = _diff(want, got)
+    assert not bad, "\n".join(bad[:20])
+    assert sum(m.ops > 0 for m in modes) >= len(modes) - 2  # the logits were followed (nbest_first reads none)
+
+
+@pytest.mark.parametrize("over", [
+    ("strategy=speculative", "strategy.draft_vocab=64", "strategy.draft_lookup=2", "strategy.sampling.temperature=1.0"),
+    ("strategy=speculative", "strategy.draft_vocab=64", "strategy.draft_lookup=2"),
+    ("strategy=dyspec", "strategy.draft_vocab=64", "strategy.sampling.temperature=1.0"),
+    ("strategy=best_of_n", "scorer@strategy.scorer=lm_judge", "strategy.sampling.temperature=1.0"),
+])
+def test_drafting_options_and_scorers_on_a_fake_gpu(tmp_path, fake_gpu_runner, over):
+    """Paths the golden cases do not take (a restricted draft head, the draft's own lookup, a
+    judge scorer): rows on the fake GPU == rows with CPU logits."""
+    around, _ = fake_gpu_runner
+    common = ("task.limit=2", "model@strategy.draft=tiny_random", "strategy.draft.truncate_layers=1") \
+        if "best_of_n" not in over[0] else ("task.limit=2",)
+    run(cfg_for(tmp_path / "cpu", *common, *over))
+    with around():
+        run(cfg_for(tmp_path / "gpu", *common, *over, "model.logits_on_device=true"))
+    (a,), (b,) = run_dirs(tmp_path / "cpu"), run_dirs(tmp_path / "gpu")
+    ra, rb = read_rows(a / "rows.jsonl"), read_rows(b / "rows.jsonl")
+    assert not any(r["error"] for r in rb), [r["error"] for r in rb]
+    assert [r["rng_device"] for r in rb] == ["cuda"] * 2
+    key = ("output_tokens", "target_forwards", "draft_forwards", "accepted", "drafted", "extra")
+    assert [{k: r.get(k) for k in key} for r in ra] == [{k: r.get(k) for k in key} for r in rb]
 
 
 @pytest.mark.parametrize("kind", ["hf", "static"])

@@ -161,10 +161,10 @@ class HFEngine(TokenizerText):
 
     def logits_on_device(self, on: bool = True) -> None:
         """Keep `forward`'s and forks' float32 logits on the model's device instead of copying
-        them to the CPU (`model.logits_on_device`). Only strategies whose whole sampling path is
-        device-agnostic run on it (`Strategy.device_logits`); their generator must live on
-        `self.device` (the runner makes it so). The other outputs (`head`, batches, hidden
-        states, `score_suffixes`) stay on the CPU."""
+        them to the CPU (`model.logits_on_device`). Strategies keep their tensors on the logits'
+        device (`Strategy.device_logits`: tests/test_device_logits.py runs each under a fake
+        CUDA device); their generator lives on `self.device` (the runner makes it so). The
+        other outputs (`head`, batches, hidden states, `score_suffixes`) stay on the CPU."""
         self.logits_device = self.device if on else torch.device("cpu")
         self._prefix = None  # a fork's cached prompt logits sit where the logits went before
 

@@ -60,10 +60,11 @@ class Strategy:
     needs: frozenset[str] = frozenset()  # engine capabilities required (see HFEngine.capabilities)
     draft = None  # a harness.models.ModelSpec when the method drafts with another model
     summary_fields: tuple[str, ...] = ()  # summary / per-example extra counters the run summary prints
-    # True: every tensor op on the target's logits is device-agnostic, so the strategy runs with
-    # model.logits_on_device (logits left on a GPU, sampling on a generator there); the others
-    # mix the logits with CPU tensors and are refused on that option before the models load
-    device_logits: bool = False
+    # every tensor op on the engines' logits is device-agnostic (tensors made with the logits'
+    # device, generators from the runner), so the strategy runs with model.logits_on_device
+    # (logits left on a GPU, sampling there); tests/test_device_logits.py runs every strategy
+    # under a fake CUDA device. False opts out (refused on that option before models load)
+    device_logits: bool = True
 
     def __init__(self, sampling: SamplingParams | dict | None = None):
         if sampling is None:

@@ -174,7 +174,8 @@ def verify_chain(p: torch.Tensor, q: torch.Tensor | None, drafts: list[int], rng
             if nxt != x:
                 return i, nxt
             continue
-        qi = q[i] if q is not None else torch.nn.functional.one_hot(torch.tensor(x), p.shape[-1]).float()
+        qi = q[i].to(p.device) if q is not None else \
+            torch.nn.functional.one_hot(torch.tensor(x, device=p.device), p.shape[-1]).float()
         if accept_draft(p[i], qi, x, rng):
             continue
         return i, sample(residual(p[i], qi), rng)
@@ -184,8 +185,8 @@ def verify_chain(p: torch.Tensor, q: torch.Tensor | None, drafts: list[int], rng
 def gumbel_top_k(probs: torch.Tensor, k: int, rng: torch.Generator) -> list[int]:
     """k distinct tokens drawn WITHOUT replacement from `probs` (Gumbel-Top-k trick), in draw order."""
     k = min(k, int((probs > 0).sum()))
-    g = -torch.log(-torch.log(torch.rand(probs.shape, generator=rng).clamp_min(1e-20)))
-    keys = torch.where(probs > 0, torch.log(probs.clamp_min(1e-38)) + g, torch.tensor(float("-inf")))
+    g = -torch.log(-torch.log(torch.rand(probs.shape, generator=rng, device=probs.device).clamp_min(1e-20)))
+    keys = torch.where(probs > 0, torch.log(probs.clamp_min(1e-38)) + g, torch.tensor(float("-inf"), device=probs.device))
     return torch.topk(keys, k).indices.tolist()
 
 
@@ -221,7 +222,7 @@ def verify_tree(p: torch.Tensor, tokens: list[int], parents: list[int], q_by_par
             continue
         if not kids:
             return path, sample(row, rng)
-        q, p_res, accepted = q_by_parent[cur].clone(), row, None
+        q, p_res, accepted = q_by_parent[cur].to(row.device).clone(), row, None  # a drafter's q may be a CPU table
         for c in kids:
             x = tokens[c]
             if accept_draft(p_res, q, x, rng):

@@ -361,8 +361,6 @@ class SampleN(SearchStrategy):
     """Base of the methods that draw N whole solutions in one batched generation over the shared
     prompt KV and then choose one (best_of_n by score, self_consistency / weighted_vote by vote)."""
 
-    device_logits = True  # the logits are only StepSampler's (device-agnostic); scorers read their own outputs
-
     def __init__(self, n: int = 4, sampling=None, scorer=None, aggregate: str = "last", max_step_tokens: int = 256,
                  record_samples: bool = False):
         super().__init__(sampling, scorer, aggregate, max_step_tokens)
