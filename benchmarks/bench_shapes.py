@@ -163,6 +163,7 @@ def main(argv=None) -> int:
     import transformers
     from transformers import DynamicCache
 
+    from harness.runner import make_generator
     from strategies.core.base import SamplingParams
     from strategies.core.search import Candidate, StepSampler
     from strategies.sampling import Sampling
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
 
             def go(seed):
                 eng.logits_on_device(on_device)
-                rng = torch.Generator(device=eng.logits_device).manual_seed(seed)
+                rng = make_generator(str(eng.logits_device), seed)  # the runner's: on the logits' device
                 eng.reset()
                 if batched:
                     s = StepSampler(eng, sp)

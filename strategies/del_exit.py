@@ -169,7 +169,7 @@ class DEL(Strategy):
         h = torch.stack([target.hidden[x][r0:r0 + m] for x in layers])  # [C, m, d]
         logits = target.head(h)  # [C, m, V]
         if self.sampling.greedy:
-            score = (logits.argmax(-1) == torch.tensor(new)).float().sum(-1)
+            score = (logits.argmax(-1) == torch.tensor(new, device=logits.device)).float().sum(-1)
         else:
             score = torch.minimum(self.sampling.probs(logits), p.to(logits.device).unsqueeze(0)).sum(-1).sum(-1)
         for x, sc in zip(layers, score.tolist()):

@@ -86,7 +86,7 @@ class ParticleFiltering(SearchStrategy):
     def resample(self, scores: list[float], rng: torch.Generator) -> list[int]:
         """Indices (sorted) of len(scores) multinomial draws with replacement by the weights."""
         w = particle_weights(scores, self.weighting, self.temperature_pf)
-        return sorted(torch.multinomial(w, len(scores), replacement=True, generator=rng).tolist())
+        return sorted(torch.multinomial(w.to(rng.device), len(scores), replacement=True, generator=rng).tolist())
 
     def search(self, s):
         particles: list[Candidate] = [Candidate()] * self.n

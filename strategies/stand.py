@@ -197,7 +197,7 @@ class STAND(Strategy):
                     continue
                 toks, ps = e
                 k = min(b, len(toks), cap - len(tokens))
-                order = list(range(k)) if greedy else P.gumbel_top_k(torch.tensor(ps), k, rng)
+                order = list(range(k)) if greedy else P.gumbel_top_k(torch.tensor(ps, device=rng.device), k, rng)
                 q_small[node], nkids[node] = e, len(order)
                 for r, j in enumerate(order):
                     tokens.append(toks[j])

@@ -164,8 +164,8 @@ class Superposed(Strategy):
         n = min(n, int(torch.isfinite(keys).sum()))
         if not self.sampling.greedy:
             g = -torch.log(-torch.log(torch.rand(keys.shape, generator=rng, dtype=torch.float64,
-                                                 device=keys.device).clamp_min(1e-300)))
-            keys = keys + g
+                                                 device=rng.device).clamp_min(1e-300)))
+            keys = keys.to(g.device) + g  # the draw is made where the generator is
         return torch.topk(keys, n).indices.tolist()
 
     def decode(self, state):
@@ -190,8 +190,8 @@ class Superposed(Strategy):
         while steps + 1 < state.budget and not all(done):  # live drafts hold steps + 1 tokens
             # 2. one forward on the superposition of the active drafts' last-token embeddings
             live = [i for i in range(len(drafts)) if not done[i]]
-            gamma = torch.softmax(torch.tensor([scores[i] for i in live], dtype=torch.float64), 0)  # [k_live]
-            emb = target.embed([drafts[i][-1] for i in live]).double()  # [k_live, d]
+            emb = target.embed([drafts[i][-1] for i in live]).double()  # [k_live, d], on the model's device
+            gamma = torch.softmax(torch.tensor([scores[i] for i in live], dtype=torch.float64, device=emb.device), 0)
             logp = self._logp(target.forward(embeds=(gamma[:, None] * emb).sum(0, keepdim=True), last_only=True))
             steps += 1
             # 3. k * m candidates scored with the LM and each draft's own n-gram context

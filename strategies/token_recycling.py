@@ -184,7 +184,7 @@ def verify_point_mass_tree(row_probs, tokens: list[int], parents: list[int], rng
             px = float(p[tokens[c]])
             if px <= 0.0:
                 continue
-            if float(torch.rand((), generator=rng)) < px:
+            if P.uniform(rng) < px:
                 accepted = c
                 break
             p = remove_token(p, tokens[c])

@@ -11,8 +11,9 @@ placement rules, raising `DeviceMix` where a real GPU would raise:
 - `index_select` / `gather` / `scatter` / `cat` / `stack` with a CPU tensor argument fail
   (same-device kernels);
 - `.numpy()` of a tagged tensor fails (CUDA tensors have no numpy view);
-- random draws (`multinomial`, `rand`, ...) over tagged tensors, or with device="cuda", need a
-  generator registered with `mode.cuda_generator(g)` (CUDA needs a CUDA generator);
+- a random draw (`multinomial`, `rand`, ...) over tagged tensors, or with device="cuda", with a
+  generator must use one made by `mode.cuda_generator(seed)` (CUDA needs a CUDA generator),
+  and a draw for CPU tensors must not use one (no generator: the device's default, allowed);
 - `.cpu()` / `.to("cpu")` return an untagged copy; `.tolist()`, `.item()`, `int()` work (a sync).
 
 It models placement only (not streams, not numerics): enough to catch a `torch.tensor(...)` made
@@ -103,7 +104,18 @@ class FakeCuda(TorchFunctionMode):
             self._saved = None
         return out
 
-    def cuda_generator(self, g: torch.Generator) -> torch.Generator:
+    def place(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Put a model 'on cuda': its parameters and buffers are tagged (they stay CPU tensors).
+        Use with skip_model=False so that the model's own ops are checked too."""
+        for t in list(module.parameters()) + list(module.buffers()):
+            self._tag(t)
+        return module
+
+    def cuda_generator(self, seed: int) -> torch.Generator:
+        """A seeded generator that passes for a CUDA one (`.device` reads cuda; it draws on the
+        CPU, so its numbers equal a CPU generator's with the same seed)."""
+        g = _CudaGenerator()
+        g.manual_seed(seed)
         self.generators.append(g)
         return g
 
@@ -141,14 +153,18 @@ class FakeCuda(TorchFunctionMode):
         if tagged_in:
             self.ops += 1
             self._check(func, name, args, kwargs, tensors)
-        if func in RANDOM and (tagged_in or to_cuda):
+        if func in RANDOM:
             g = kwargs.get("generator")
-            if g is None or not any(g is x for x in self.generators):
-                raise DeviceMix(f"{name}: a random draw for cuda tensors needs a cuda generator "
-                                f"(got {'none' if g is None else 'a CPU generator'})")
+            is_cuda_gen = g is not None and any(g is x for x in self.generators)
+            if (tagged_in or to_cuda) and g is not None and not is_cuda_gen:  # none: the device's default one
+                raise DeviceMix(f"{name}: a random draw for cuda tensors with a CPU generator")
+            if not (tagged_in or to_cuda) and is_cuda_gen:
+                raise DeviceMix(f"{name}: a random draw for CPU tensors with a cuda generator")
         out = func(*args, **kwargs)
         if func in PASSIVE or not (tagged_in or to_cuda):
             return out
+        if to_cuda and not tagged_in and out is (args[0] if args else None):
+            out = out.clone()  # `.to("cuda")` of a CPU tensor is a new tensor; the CPU one stays untagged
         if func is torch.Tensor.__setitem__:
             return out
         return tree_map(lambda x: self._tag(x), out)
@@ -175,6 +191,12 @@ class FakeCuda(TorchFunctionMode):
         big = [t for t in cpu if t.dim() > 0]
         if big:
             raise DeviceMix(f"{name}: cuda tensors mixed with CPU tensors of shapes {[tuple(t.shape) for t in big]}")
+
+
+class _CudaGenerator(torch.Generator):
+    @property
+    def device(self):
+        return CUDA
 
 
 def _device_args(args, kwargs):

@@ -53,3 +53,30 @@ def test_real_shapes_match_the_packed_configs(shape, model):
               "vocab_size"):
         assert getattr(cfg, k) == kw[k], k
     assert cfg.rope_parameters["rope_theta"] == kw["rope_theta"]
+
+
+def test_the_gpu_run_on_a_fake_gpu(tmp_path, monkeypatch):
+    """The GPU command itself (`--device cuda`) on tests/fake_cuda.py: the models built 'on cuda',
+    every op of our engines, samplers and transformers' generate() checked for placement; the
+    CUDA calls the script makes (synchronize, device name, memory) stubbed."""
+    import torch
+
+    import harness.runner as R
+    from tests.fake_cuda import FakeCuda
+
+    for name, fn in {"is_available": lambda: True, "synchronize": lambda *a, **k: None,
+                     "get_device_name": lambda *a: "fake", "max_memory_allocated": lambda *a: 0,
+                     "empty_cache": lambda: None, "reset_peak_memory_stats": lambda *a: None}.items():
+        monkeypatch.setattr(torch.cuda, name, fn)
+    mode = FakeCuda(skip_model=False)
+    monkeypatch.setattr(R, "make_generator", lambda device, seed: mode.cuda_generator(seed) if device.startswith("cuda")
+                        else torch.Generator().manual_seed(seed))
+    out = tmp_path / "gpu.json"
+    with mode:
+        assert bench_shapes.main(["--device", "cuda", "--dtype", "float32", "--shapes", "tiny_llama,tiny_qwen2",
+                                  "--prompt", "12", "--tokens", "4", "--sizes", "1,4", "--repeats", "1", "--n", "2",
+                                  "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["info"]["device"] == "cuda" and rep["info"]["gpu"] == "fake" and mode.ops > 500
+    for r in rep["shapes"].values():
+        assert all(r["greedy_identical"].values()) and len(r["steps"]) == 10 and len(r["batched"]) == 5

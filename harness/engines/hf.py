@@ -414,9 +414,9 @@ class HFEngine(TokenizerText):
     @torch.inference_mode()
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Final norm + LM head on hidden states [..., d] (e.g. `self.hidden[l]`, l < num_layers):
-        the logits an exit after layer l would give. float32 CPU [..., V]."""
+        the logits an exit after layer l would give. float32 [..., V] on `logits_device`."""
         h = h.to(self.device, self.model.dtype)
-        return self.model.lm_head(self.model.model.norm(h)).float().cpu()
+        return self._out(self.model.lm_head(self.model.model.norm(h)))
 
     # ------------------------------------------------------------------ batches (test-time search)
     @torch.inference_mode()

@@ -137,6 +137,12 @@ def top_h_keep(x: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.zeros(x.shape, dtype=torch.bool, device=x.device).scatter(-1, idx, inside)
 
 
+def uniform(rng: torch.Generator) -> float:
+    """One U(0, 1) draw from the generator, made on the generator's own device (a CUDA generator
+    cannot draw a CPU tensor)."""
+    return float(torch.rand((), generator=rng, device=rng.device))
+
+
 def sample(probs: torch.Tensor, rng: torch.Generator) -> int:
     """One draw from a probability vector [V] (argmax-exact for one-hot inputs)."""
     return int(torch.multinomial(probs, 1, generator=rng).item())
@@ -154,7 +160,7 @@ def accept_draft(p: torch.Tensor, q: torch.Tensor, x: int, rng: torch.Generator)
     px, qx = float(p[x]), float(q[x])
     if qx <= 0.0:
         return False
-    u = float(torch.rand((), generator=rng))
+    u = uniform(rng)
     return u * qx < px  # u < p/q without dividing; p >= q always accepts since u < 1
 
 
@@ -262,7 +268,7 @@ def kseq_select(p: torch.Tensor, q: torch.Tensor, cands: list[int], rho: float,
     U <= min(1, p(x_i) / (rho q(x_i))). Returns (index of the accepted candidate or None, the
     distribution to sample from when none is accepted)."""
     for i, x in enumerate(cands):
-        if float(torch.rand((), generator=rng)) * rho * float(q[x]) < float(p[x]):
+        if uniform(rng) * rho * float(q[x]) < float(p[x]):
             return i, p
     k = len(cands)
     beta = float(torch.minimum(q, p / rho).sum())
