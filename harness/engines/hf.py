@@ -164,7 +164,8 @@ class HFEngine(TokenizerText):
         them to the CPU (`model.logits_on_device`). Strategies keep their tensors on the logits'
         device (`Strategy.device_logits`: tests/test_device_logits.py runs each under a fake
         CUDA device); their generator lives on `self.device` (the runner makes it so). The
-        other outputs (`head`, batches, hidden states, `score_suffixes`) stay on the CPU."""
+        early-exit `head()` follows; the batches' outputs (`last_logits_batch`, `hidden_batch`,
+        `score_suffixes`: judges and value heads) stay on the CPU."""
         self.logits_device = self.device if on else torch.device("cpu")
         self._prefix = None  # a fork's cached prompt logits sit where the logits went before
 

@@ -263,7 +263,7 @@ class StaticEngine(HFEngine):
     def forward(self, ids: Sequence[int] | torch.Tensor | None = None, *, tree: torch.Tensor | None = None,
                 depths: torch.Tensor | None = None, hidden_layers: Sequence[int] = (),
                 last_only: bool = False, embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """As HFEngine.forward (same arguments, same float32 CPU logits)."""
+        """As HFEngine.forward (same arguments, same float32 logits on `logits_device`)."""
         if any(self._len[i] != self._len[0] for i in range(1, len(self._len))):
             raise ValueError("layers hold different cached lengths (call crop_to after forward_layers)")
         # one timed model call from the embedding to the head's matmul (on a GPU: one pair of
